@@ -1,0 +1,55 @@
+"""arrowmesh data plane: tensors, frames, memory and links; nothing about services."""
+
+from ._dtypes import DATATYPES, datatype_of, numpy_dtype
+from ._errors import (
+    Cancelled,
+    DeadlineExceeded,
+    ErrorCode,
+    FrameError,
+    LimitExceeded,
+    LinkClosed,
+    RemoteError,
+    TransportError,
+)
+from ._frame import FrameDecoder, Message
+from ._header import ErrorInfo, Header, Kind, Placement, TensorMeta, pack_header, unpack_header
+from ._limits import Limits
+from ._link import BodyPart, Handler, LinkServer, Reply, StreamLink, connect, parse_address
+from ._pool import BufferPool, PoolStats, RecvBuffer
+from ._tensors import decode_tensors, encode_tensors
+
+__all__ = [
+    "DATATYPES",
+    "BodyPart",
+    "BufferPool",
+    "Cancelled",
+    "DeadlineExceeded",
+    "ErrorCode",
+    "ErrorInfo",
+    "FrameDecoder",
+    "FrameError",
+    "Handler",
+    "Header",
+    "Kind",
+    "LimitExceeded",
+    "Limits",
+    "LinkClosed",
+    "LinkServer",
+    "Message",
+    "Placement",
+    "PoolStats",
+    "RecvBuffer",
+    "RemoteError",
+    "Reply",
+    "StreamLink",
+    "TensorMeta",
+    "TransportError",
+    "connect",
+    "datatype_of",
+    "decode_tensors",
+    "encode_tensors",
+    "numpy_dtype",
+    "pack_header",
+    "parse_address",
+    "unpack_header",
+]

@@ -1,0 +1,227 @@
+"""The message header: a msgpack map that says what a message is and where its tensors are.
+
+Wire form (short keys keep small messages small; unknown keys are ignored so peers can
+add fields):
+
+    {"k": kind, "s": service, "m": method, "t": timeout seconds or nil, "tp": traceparent,
+     "bl": body length, "x": [[name, datatype, shape, order, placement, data], ...],
+     "e": [code, message, remote type], "p": {parameters}}
+
+`t` is the remaining budget when the message was sent, never a wall-clock time: clocks of
+two hosts do not agree. Placement INLINE carries the tensor's bytes (or, for BYTES, a list
+of byte strings) in `data`; ARROW names the column of the Arrow IPC body that holds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Final
+
+import msgpack
+
+from ._errors import ErrorCode, FrameError, LimitExceeded
+from ._limits import Limits
+
+Params = dict[str, "str | int | float | bool | None"]
+
+
+class Kind(IntEnum):
+    """What a message is."""
+
+    REQUEST = 1
+    RESPONSE = 2
+    ERROR = 3
+    CANCEL = 4
+    PING = 5
+    PONG = 6
+
+
+class Placement(IntEnum):
+    """Where a tensor's bytes are."""
+
+    INLINE = 0
+    ARROW = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMeta:
+    """One tensor of a message: name, OIP datatype, shape, memory order and placement."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    order: str  # "C" or "F"
+    placement: Placement
+    data: bytes | list[bytes] | int  # inline bytes, BYTES elements, or Arrow column index
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What went wrong, carried by an ERROR message."""
+
+    code: ErrorCode
+    message: str
+    remote_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """A decoded message header."""
+
+    kind: Kind
+    service: str = ""
+    method: str = ""
+    timeout: float | None = None
+    traceparent: str | None = None
+    body_len: int = 0
+    tensors: tuple[TensorMeta, ...] = ()
+    error: ErrorInfo | None = None
+    params: Params = field(default_factory=dict)
+
+
+_KINDS: Final = {int(k): k for k in Kind}
+_PLACEMENTS: Final = {int(p): p for p in Placement}
+_CODES: Final = {c.value: c for c in ErrorCode}
+
+
+def pack_header(header: Header) -> bytes:
+    """Serialize a header to msgpack."""
+    out: dict[str, object] = {"k": int(header.kind)}
+    if header.service:
+        out["s"] = header.service
+    if header.method:
+        out["m"] = header.method
+    if header.timeout is not None:
+        out["t"] = header.timeout
+    if header.traceparent is not None:
+        out["tp"] = header.traceparent
+    if header.body_len:
+        out["bl"] = header.body_len
+    if header.tensors:
+        out["x"] = [
+            [t.name, t.datatype, t.shape, t.order, int(t.placement), t.data]
+            for t in header.tensors
+        ]
+    if header.error is not None:
+        e = header.error
+        out["e"] = [e.code.value, e.message, e.remote_type]
+    if header.params:
+        out["p"] = header.params
+    return msgpack.packb(out, use_bin_type=True)
+
+
+def unpack_header(data: bytes | memoryview, limits: Limits) -> Header:
+    """Parse and check a msgpack header; raises FrameError (or LimitExceeded) on bad input."""
+    try:
+        raw = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=limits.max_header_size,
+            max_str_len=limits.max_header_size,
+            max_array_len=limits.max_header_size,
+            max_map_len=limits.max_header_size,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises many unrelated types on garbage
+        raise FrameError(f"message header is not valid msgpack: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise FrameError(f"message header must be a map, got {type(raw).__name__}")
+    return _header_from_map(raw, limits)
+
+
+def _header_from_map(raw: dict[str, object], limits: Limits) -> Header:
+    kind = _KINDS.get(_int(raw.get("k"), "k"))
+    if kind is None:
+        raise FrameError(f"unknown message kind {raw.get('k')!r}")
+    timeout = raw.get("t")
+    if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool)):
+        raise FrameError(f"timeout must be a number of seconds, got {timeout!r}")
+    body_len = _int(raw.get("bl", 0), "bl")
+    if body_len < 0:
+        raise FrameError(f"body length {body_len} is negative")
+    if body_len > limits.max_message_size:
+        raise LimitExceeded(
+            f"message body is {body_len} bytes, over max_message_size={limits.max_message_size} "
+            "(ARROWMESH_MAX_MESSAGE_SIZE); send smaller tensors or raise it"
+        )
+    params = raw.get("p", {})
+    if not isinstance(params, dict):
+        raise FrameError(f"parameters must be a map, got {type(params).__name__}")
+    return Header(
+        kind=kind,
+        service=_str(raw.get("s", ""), "service"),
+        method=_str(raw.get("m", ""), "method"),
+        timeout=None if timeout is None else float(timeout),
+        traceparent=_opt_str(raw.get("tp"), "traceparent"),
+        body_len=body_len,
+        tensors=_tensors(raw.get("x", []), limits),
+        error=_error(raw.get("e")),
+        params=params,
+    )
+
+
+def _tensors(raw: object, limits: Limits) -> tuple[TensorMeta, ...]:
+    if not isinstance(raw, list):
+        raise FrameError(f"tensor list must be an array, got {type(raw).__name__}")
+    if len(raw) > limits.max_tensors:
+        raise LimitExceeded(
+            f"message has {len(raw)} tensors, over max_tensors={limits.max_tensors} "
+            "(ARROWMESH_MAX_TENSORS); send fewer tensors or raise it"
+        )
+    return tuple(_tensor(entry, limits) for entry in raw)
+
+
+def _tensor(entry: object, limits: Limits) -> TensorMeta:
+    if not isinstance(entry, list) or len(entry) != 6:
+        raise FrameError(f"tensor entry must be a 6-element array, got {entry!r:.80}")
+    name, datatype, shape, order, placement, data = entry
+    name = _str(name, "tensor name")
+    if not isinstance(shape, list):
+        raise FrameError(f"shape of tensor {name!r} must be an array, got {shape!r:.80}")
+    if len(shape) > limits.max_rank:
+        raise LimitExceeded(
+            f"tensor {name!r} has rank {len(shape)}, over max_rank={limits.max_rank} "
+            "(ARROWMESH_MAX_RANK); reshape it or raise the limit"
+        )
+    dims = tuple(_int(d, f"dimension of tensor {name!r}") for d in shape)
+    if any(d < 0 for d in dims):
+        raise FrameError(f"tensor {name!r} has a negative dimension in shape {dims}")
+    if order not in ("C", "F"):
+        raise FrameError(f"tensor {name!r} has order {order!r}; expected 'C' or 'F'")
+    place = _PLACEMENTS.get(_int(placement, f"placement of tensor {name!r}"))
+    if place is None:
+        raise FrameError(f"tensor {name!r} has unknown placement {placement!r}")
+    if not isinstance(data, bytes | list | int) or isinstance(data, bool):
+        raise FrameError(f"tensor {name!r} has data of type {type(data).__name__}")
+    return TensorMeta(_str(name, "name"), _str(datatype, "datatype"), dims, order, place, data)
+
+
+def _error(raw: object) -> ErrorInfo | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != 3:
+        raise FrameError(f"error must be a 3-element array, got {raw!r:.80}")
+    code = _CODES.get(raw[0]) if isinstance(raw[0], str) else None
+    return ErrorInfo(
+        code=code or ErrorCode.INTERNAL,
+        message=_str(raw[1], "error message"),
+        remote_type=_opt_str(raw[2], "error type"),
+    )
+
+
+def _int(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise FrameError(f"{what} must be an integer, got {value!r:.80}")
+    return value
+
+
+def _str(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise FrameError(f"{what} must be a string, got {value!r:.80}")
+    return value
+
+
+def _opt_str(value: object, what: str) -> str | None:
+    return None if value is None else _str(value, what)

@@ -1,0 +1,520 @@
+"""Stream links: the asyncio shell around the frame codec, over TCP or a Unix socket.
+
+One connection carries many concurrent requests, each on its own stream id. Writes respect
+the transport's flow control (a sender waits while the peer is not reading); reads go
+straight into pooled body buffers; a server pauses reading while `max_concurrent_streams`
+requests are in progress. A cancelled or expired request sends CANCEL so the peer stops
+work and drops any partial body; an expired request fails with DeadlineExceeded on both
+sides. A protocol error gets a GOAWAY frame that says what was wrong, then a close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+from ._errors import (
+    Cancelled,
+    DeadlineExceeded,
+    ErrorCode,
+    FrameError,
+    LimitExceeded,
+    LinkClosed,
+    RemoteError,
+    error_code_of,
+)
+from ._frame import (
+    FrameDecoder,
+    GoAway,
+    Hello,
+    Message,
+    data_frames,
+    goaway_frame,
+    head_frame,
+    hello_frame,
+)
+from ._header import ErrorInfo, Header, Kind, pack_header
+from ._limits import MiB, Limits
+from ._pool import BufferPool
+
+logger = logging.getLogger(__name__)
+
+BodyPart = Any  # bytes, memoryview, pyarrow.Buffer: anything exporting a contiguous buffer
+Reply = tuple[Header, Sequence[BodyPart]]
+Handler = Callable[[Message, float | None], Awaitable[Reply]]
+
+_WRITE_HIGH: Final = 4 * MiB
+_WRITE_LOW: Final = 1 * MiB
+_CLOSE_GRACE: Final = 5.0
+
+
+class _LinkProtocol(asyncio.BufferedProtocol):
+    """What both ends of a link share: decoding, flow-controlled writes, HELLO, close."""
+
+    def __init__(self, limits: Limits, pool: BufferPool) -> None:
+        self.limits = limits
+        self._pool = pool
+        self._decoder = FrameDecoder(limits, pool)
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._paused = False
+        self._writable: asyncio.Future[None] | None = None
+        self._closed: LinkClosed | None = None
+        self._lost = self._loop.create_future()
+        self.peer_hello: asyncio.Future[dict[str, object]] = self._loop.create_future()
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._transport.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_LOW)
+        self._transport.write(hello_frame())
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._decoder.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            events = self._decoder.buffer_updated(nbytes)
+            for event in events:
+                if isinstance(event, Message):
+                    self._on_message(event)
+                elif isinstance(event, Hello):
+                    if not self.peer_hello.done():
+                        self.peer_hello.set_result(event.fields)
+                else:
+                    self._on_goaway(event)
+        except FrameError as exc:
+            self._protocol_error(exc)
+
+    def eof_received(self) -> bool | None:
+        try:
+            self._decoder.eof()
+        except FrameError as exc:
+            self._protocol_error(exc)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f"link to {self.peer_name} closed" + (f": {exc}" if exc else "")
+        self._closed = self._closed or LinkClosed(reason)
+        self._decoder.close()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_exception(self._closed)
+            self._writable.exception()  # mark retrieved: nobody may be waiting
+        if not self.peer_hello.done():
+            self.peer_hello.set_exception(self._closed)
+            self.peer_hello.exception()
+        if not self._lost.done():
+            self._lost.set_result(None)
+        self._on_lost()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    # shared behaviour
+
+    @property
+    def closed(self) -> bool:
+        """True once the link can carry no more messages."""
+        return self._closed is not None or self._transport is None or self._transport.is_closing()
+
+    @property
+    def peer_name(self) -> str:
+        """The peer's address, for messages."""
+        if self._transport is None:
+            return "peer"
+        name = self._transport.get_extra_info("peername")
+        if isinstance(name, tuple):
+            return f"{name[0]}:{name[1]}"
+        return f"unix:{self._transport.get_extra_info('sockname')}"
+
+    async def send(self, stream: int, header: Header, parts: Sequence[BodyPart]) -> None:
+        """Write one message, waiting while the peer applies back-pressure."""
+        packed = pack_header(header)
+        if len(packed) > self.limits.max_header_size:
+            raise LimitExceeded(
+                f"header is {len(packed)} bytes, over max_header_size="
+                f"{self.limits.max_header_size} (ARROWMESH_MAX_HEADER_SIZE); "
+                "send fewer or smaller inline tensors or raise it"
+            )
+        transport = await self._ready_transport()
+        transport.writelines(head_frame(stream, packed))
+        if not header.body_len:
+            return
+        try:
+            for frame in data_frames(stream, parts, self.limits.chunk_size):
+                transport = await self._ready_transport()
+                transport.writelines(frame)
+        except BaseException:
+            # The peer holds a partial body for this stream: tell it to drop it.
+            self.send_control(stream, Kind.CANCEL)
+            raise
+
+    def send_control(self, stream: int, kind: Kind, error: ErrorInfo | None = None) -> None:
+        """Write a bodiless message now, ignoring flow control (it is a few bytes)."""
+        if not self.closed:
+            assert self._transport is not None
+            self._transport.writelines(head_frame(stream, pack_header(Header(kind, error=error))))
+
+    async def _ready_transport(self) -> asyncio.Transport:
+        while self._paused and self._closed is None:
+            if self._writable is None:
+                self._writable = self._loop.create_future()
+            await asyncio.shield(self._writable)
+        if self.closed:
+            raise self._closed or LinkClosed(f"link to {self.peer_name} is closing")
+        assert self._transport is not None
+        return self._transport
+
+    def _protocol_error(self, exc: FrameError) -> None:
+        logger.warning("link protocol error", extra={"peer": self.peer_name, "error": str(exc)})
+        self._closed = LinkClosed(f"protocol error on link to {self.peer_name}: {exc}")
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(goaway_frame(error_code_of(exc), str(exc)))
+            self._transport.close()
+
+    def _on_goaway(self, event: GoAway) -> None:
+        self._closed = LinkClosed(
+            f"{self.peer_name} closed the link: {event.error.code.value}: {event.error.message}"
+        )
+        if self._transport is not None:
+            self._transport.close()
+
+    async def _close(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+        try:
+            async with asyncio.timeout(_CLOSE_GRACE):
+                await asyncio.shield(self._lost)
+        except TimeoutError:
+            if self._transport is not None:
+                self._transport.abort()
+
+    def _on_message(self, message: Message) -> None:
+        raise NotImplementedError
+
+    def _on_lost(self) -> None:
+        raise NotImplementedError
+
+
+class StreamLink(_LinkProtocol):
+    """The calling end of a link: sends requests, matches replies by stream id.
+
+    Safe for many concurrent callers on one event loop.
+    """
+
+    def __init__(self, limits: Limits, pool: BufferPool) -> None:
+        super().__init__(limits, pool)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Message]] = {}
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered."""
+        return len(self._pending)
+
+    async def request(
+        self, header: Header, parts: Sequence[BodyPart] = (), *, deadline: float | None = None
+    ) -> Message:
+        """Send a request and return its reply (a RESPONSE message, body still encoded).
+
+        `deadline` is in `loop.time()` terms; the peer is told the remaining budget.
+        Raises RemoteError for an ERROR reply, DeadlineExceeded, LinkClosed, Cancelled,
+        LimitExceeded.
+        """
+        stream = next(self._ids)
+        reply: asyncio.Future[Message] = self._loop.create_future()
+        self._pending[stream] = reply
+        try:
+            async with asyncio.timeout_at(deadline):
+                if deadline is not None:
+                    header = _with_timeout(header, deadline - self._loop.time())
+                await self.send(stream, header, parts)
+                message = await reply
+        except TimeoutError:
+            self.send_control(stream, Kind.CANCEL)
+            raise DeadlineExceeded(
+                f"no reply from {self.peer_name} for {header.service or 'request'} "
+                "before the deadline"
+            ) from None
+        except asyncio.CancelledError:
+            self.send_control(stream, Kind.CANCEL)
+            raise
+        finally:
+            del self._pending[stream]
+        return _check_reply(message, self.peer_name)
+
+    async def ping(self, timeout: float = 5.0) -> float:
+        """Round-trip a PING; returns the seconds it took. Raises DeadlineExceeded, LinkClosed."""
+        start = self._loop.time()
+        await self.request(Header(Kind.PING), deadline=start + timeout)
+        return self._loop.time() - start
+
+    async def aclose(self) -> None:
+        """Close the link; requests still in flight fail with LinkClosed."""
+        await self._close()
+
+    def _on_message(self, message: Message) -> None:
+        kind = message.header.kind
+        if kind == Kind.PING:
+            self.send_control(message.stream, Kind.PONG)
+            return
+        reply = self._pending.get(message.stream)
+        if reply is None or reply.done():
+            return  # a reply to a request we gave up on; its body goes back to the pool
+        if kind in (Kind.RESPONSE, Kind.ERROR, Kind.PONG):
+            reply.set_result(message)
+        elif kind == Kind.CANCEL:
+            reply.set_exception(Cancelled(f"{self.peer_name} cancelled the request"))
+        else:
+            self._protocol_error(FrameError(f"a caller cannot accept a {kind.name} message"))
+
+    def _on_lost(self) -> None:
+        for reply in self._pending.values():
+            if not reply.done():
+                reply.set_exception(self._closed or LinkClosed("link closed"))
+
+
+def _with_timeout(header: Header, remaining: float) -> Header:
+    from dataclasses import replace
+
+    return replace(header, timeout=max(remaining, 0.0))
+
+
+def _check_reply(message: Message, peer: str) -> Message:
+    error = message.header.error
+    if message.header.kind != Kind.ERROR:
+        return message
+    if error is None:
+        raise RemoteError(ErrorCode.INTERNAL, f"{peer} sent an error without details")
+    if error.code == ErrorCode.DEADLINE_EXCEEDED:
+        raise DeadlineExceeded(f"{peer}: {error.message}")
+    raise RemoteError(error.code, error.message, error.remote_type)
+
+
+class _ServerProtocol(_LinkProtocol):
+    """The serving end of one connection: runs the handler per request, one task each."""
+
+    def __init__(self, server: LinkServer) -> None:
+        super().__init__(server.limits, server.pool)
+        self._server = server
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._reading_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._server._connections.add(self)
+
+    def _on_message(self, message: Message) -> None:
+        kind = message.header.kind
+        if kind == Kind.REQUEST:
+            self._start(message)
+        elif kind == Kind.CANCEL:
+            task = self._tasks.get(message.stream)
+            if task is not None:
+                task.cancel()
+        elif kind == Kind.PING:
+            self.send_control(message.stream, Kind.PONG)
+        else:
+            self._protocol_error(FrameError(f"a server cannot accept a {kind.name} message"))
+
+    def _start(self, message: Message) -> None:
+        if message.stream in self._tasks:
+            self._protocol_error(FrameError(f"stream {message.stream} is already in use"))
+            return
+        timeout = message.header.timeout
+        deadline = None if timeout is None else self._loop.time() + timeout
+        task = self._loop.create_task(self._serve(message, deadline))
+        self._tasks[message.stream] = task
+        task.add_done_callback(lambda _: self._finished(message.stream))
+        if len(self._tasks) >= self.limits.max_concurrent_streams and self._transport:
+            self._transport.pause_reading()
+            self._reading_paused = True
+
+    def _finished(self, stream: int) -> None:
+        del self._tasks[stream]
+        if self._reading_paused and len(self._tasks) < self.limits.max_concurrent_streams:
+            self._reading_paused = False
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.resume_reading()
+
+    async def _serve(self, message: Message, deadline: float | None) -> None:
+        stream = message.stream
+        try:
+            async with asyncio.timeout_at(deadline):
+                header, parts = await self._server.handler(message, deadline)
+        except TimeoutError:
+            budget = message.header.timeout
+            self.send_control(stream, Kind.ERROR, _deadline_error(message.header, budget))
+            return
+        except Exception as exc:
+            self.send_control(stream, Kind.ERROR, _error_info(exc))
+            return
+        finally:
+            del message  # the request body goes back to the pool now, not after the reply
+        try:
+            await self.send(stream, header, parts)
+        except LinkClosed:
+            logger.debug("reply not sent: link closed", extra={"stream": stream})
+        except LimitExceeded as exc:
+            self.send_control(stream, Kind.ERROR, _error_info(exc))
+
+    def _on_lost(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        self._server._connections.discard(self)
+
+    async def aclose(self) -> None:
+        await self._close()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_CLOSE_GRACE)
+
+
+def _deadline_error(header: Header, budget: float | None) -> ErrorInfo:
+    return ErrorInfo(
+        ErrorCode.DEADLINE_EXCEEDED,
+        f"deadline of {budget:.3f} s passed while {header.service or 'the service'} "
+        "was handling the request",
+    )
+
+
+def _error_info(exc: Exception) -> ErrorInfo:
+    remote_type = exc.remote_type if isinstance(exc, RemoteError) else type(exc).__qualname__
+    message = exc.message if isinstance(exc, RemoteError) else str(exc)
+    return ErrorInfo(error_code_of(exc), message, remote_type)
+
+
+class LinkServer:
+    """Accepts links on TCP and/or a Unix socket and serves each request with `handler`.
+
+    Use as an async context manager, or call `aclose()`.
+    """
+
+    def __init__(self, handler: Handler, limits: Limits, pool: BufferPool) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.pool = pool
+        self._servers: list[asyncio.Server] = []
+        self._connections: set[_ServerProtocol] = set()
+        self.addresses: list[str] = []
+
+    @property
+    def connections(self) -> int:
+        """Open downstream connections."""
+        return len(self._connections)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled right now."""
+        return sum(len(c._tasks) for c in self._connections)
+
+    async def listen_tcp(self, host: str, port: int) -> str:
+        """Start accepting on host:port (0 picks a free port); returns the bound "host:port"."""
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(lambda: _ServerProtocol(self), host, port)
+        except OSError as exc:
+            raise LinkClosed(f"cannot listen on {host}:{port}: {exc}") from exc
+        self._servers.append(server)
+        bound = server.sockets[0].getsockname()
+        address = f"{_host_literal(bound[0])}:{bound[1]}"
+        self.addresses.append(address)
+        return address
+
+    async def listen_unix(self, path: str) -> str:
+        """Start accepting on a Unix socket at `path`; returns "unix:<path>"."""
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_unix_server(lambda: _ServerProtocol(self), path)
+        except OSError as exc:
+            raise LinkClosed(f"cannot listen on unix:{path}: {exc}") from exc
+        self._servers.append(server)
+        address = f"unix:{path}"
+        self.addresses.append(address)
+        return address
+
+    async def aclose(self) -> None:
+        """Stop accepting, cancel requests in progress, close every connection."""
+        for server in self._servers:
+            server.close()
+        await asyncio.gather(*(c.aclose() for c in list(self._connections)))
+        for server in self._servers:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CLOSE_GRACE):
+                    await server.wait_closed()
+        self._servers.clear()
+
+    async def __aenter__(self) -> LinkServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _host_literal(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def parse_address(address: str) -> tuple[str, int] | str:
+    """("host", port) for "host:port" or "[v6]:port", the path for "unix:/path".
+
+    Raises ValueError for anything else.
+    """
+    if address.startswith("unix:"):
+        path = address[5:]
+        if not path:
+            raise ValueError(f"address {address!r} has no socket path")
+        return path
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"address {address!r} is not HOST:PORT or unix:PATH")
+    return host.strip("[]"), int(port)
+
+
+async def connect(
+    address: str,
+    *,
+    limits: Limits | None = None,
+    pool: BufferPool | None = None,
+    timeout: float = 10.0,
+) -> StreamLink:
+    """Open a link to a "host:port" or "unix:/path" address and exchange HELLO.
+
+    Raises LinkClosed if the peer cannot be reached or does not speak the protocol,
+    ValueError for a malformed address.
+    """
+    loop = asyncio.get_running_loop()
+    limits = limits or Limits()
+    pool = pool or BufferPool()
+    target = parse_address(address)
+
+    def factory() -> StreamLink:
+        return StreamLink(limits, pool)
+
+    try:
+        async with asyncio.timeout(timeout):
+            if isinstance(target, str):
+                _, link = await loop.create_unix_connection(factory, target)
+            else:
+                _, link = await loop.create_connection(factory, target[0], target[1])
+            await link.peer_hello
+    except (OSError, TimeoutError) as exc:
+        raise LinkClosed(f"cannot connect to {address}: {exc or 'timed out'}") from exc
+    return link
