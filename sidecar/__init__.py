@@ -1,0 +1,30 @@
+"""arrowmesh sidecar: the daemon and the library API (MeshClient, serve)."""
+
+from ._blocking import BlockingMeshClient
+from ._client import MeshClient, Tensors
+from ._errors import (
+    STATUS,
+    DeadlineExceeded,
+    HandlerError,
+    InvalidInput,
+    MeshError,
+    RemoteError,
+    Unavailable,
+)
+from ._serve import Service, ServiceStats, serve
+
+__all__ = [
+    "STATUS",
+    "BlockingMeshClient",
+    "DeadlineExceeded",
+    "HandlerError",
+    "InvalidInput",
+    "MeshClient",
+    "MeshError",
+    "RemoteError",
+    "Service",
+    "ServiceStats",
+    "Tensors",
+    "Unavailable",
+    "serve",
+]

@@ -340,6 +340,7 @@ class _ServerProtocol(_LinkProtocol):
         deadline = None if timeout is None else self._loop.time() + timeout
         task = self._loop.create_task(self._serve(message, deadline))
         self._tasks[message.stream] = task
+        self._server._request_started()
         task.add_done_callback(lambda _: self._finished(message.stream))
         if len(self._tasks) >= self.limits.max_concurrent_streams and self._transport:
             self._transport.pause_reading()
@@ -347,6 +348,7 @@ class _ServerProtocol(_LinkProtocol):
 
     def _finished(self, stream: int) -> None:
         del self._tasks[stream]
+        self._server._request_finished()
         if self._reading_paused and len(self._tasks) < self.limits.max_concurrent_streams:
             self._reading_paused = False
             if self._transport is not None and not self._transport.is_closing():
@@ -413,6 +415,9 @@ class LinkServer:
         self.pool = pool
         self._servers: list[asyncio.Server] = []
         self._connections: set[_ServerProtocol] = set()
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.addresses: list[str] = []
 
     @property
@@ -423,7 +428,16 @@ class LinkServer:
     @property
     def in_flight(self) -> int:
         """Requests being handled right now."""
-        return sum(len(c._tasks) for c in self._connections)
+        return self._active
+
+    def _request_started(self) -> None:
+        self._active += 1
+        self._idle.clear()
+
+    def _request_finished(self) -> None:
+        self._active -= 1
+        if not self._active:
+            self._idle.set()
 
     async def listen_tcp(self, host: str, port: int) -> str:
         """Start accepting on host:port (0 picks a free port); returns the bound "host:port"."""
@@ -449,6 +463,20 @@ class LinkServer:
         address = f"unix:{path}"
         self.addresses.append(address)
         return address
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop accepting and wait up to `timeout` for requests in progress to finish.
+
+        Returns True if none were left. Links stay open so replies can be written.
+        """
+        for server in self._servers:
+            server.close()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def aclose(self) -> None:
         """Stop accepting, cancel requests in progress, close every connection."""

@@ -1,0 +1,137 @@
+"""MeshClient: send a dict of numpy arrays to a service, get a dict back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import numpy.typing as npt
+
+import transport
+from transport import BufferPool, Header, Kind, Limits, StreamLink
+
+from ._errors import InvalidInput, translate
+from ._trace import ensure_traceparent
+
+Tensors = dict[str, npt.NDArray[Any]]
+
+
+class _LinkPool:
+    """Up to `size` links to one address, opened on demand and reopened when they close."""
+
+    def __init__(self, address: str, size: int, limits: Limits, pool: BufferPool) -> None:
+        self.address = address
+        self._size = size
+        self._limits = limits
+        self._pool = pool
+        self._links: list[StreamLink] = []
+        self._opening: asyncio.Lock | None = None
+
+    async def get(self) -> StreamLink:
+        self._links = [link for link in self._links if not link.closed]
+        idle = min(self._links, key=lambda link: link.in_flight, default=None)
+        if idle is not None and (idle.in_flight == 0 or len(self._links) >= self._size):
+            return idle
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if len(self._links) < self._size:
+                self._links.append(
+                    await transport.connect(self.address, limits=self._limits, pool=self._pool)
+                )
+        return min(self._links, key=lambda link: link.in_flight)
+
+    async def aclose(self) -> None:
+        links, self._links = self._links, []
+        await asyncio.gather(*(link.aclose() for link in links))
+
+
+class MeshClient:
+    """Calls mesh services through a sidecar's (or a `serve()` process's) mesh port.
+
+    `sidecar` is "HOST:PORT" or "unix:/path/to/socket". One client shares a pool of up to
+    `connections` links among all concurrent callers. Use as an async context manager, or
+    call `aclose()`.
+    """
+
+    def __init__(
+        self,
+        sidecar: str,
+        *,
+        connections: int = 1,
+        limits: Limits | None = None,
+        pool: BufferPool | None = None,
+    ) -> None:
+        if connections < 1:
+            raise ValueError(f"connections={connections} must be at least 1")
+        try:
+            transport.parse_address(sidecar)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        self.limits = limits or Limits()
+        self.pool = pool or BufferPool()
+        self._links = _LinkPool(sidecar, connections, self.limits, self.pool)
+
+    async def infer(
+        self,
+        service: str,
+        inputs: Mapping[str, object],
+        *,
+        timeout: float | None = None,
+        affinity_key: str | bytes | None = None,
+        traceparent: str | None = None,
+    ) -> Tensors:
+        """Send `inputs` to `service` and return its outputs as read-only numpy arrays.
+
+        Raises InvalidInput, Unavailable, DeadlineExceeded, RemoteError (HandlerError when
+        the service's handler raised).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            metas, parts, body_len = transport.encode_tensors(inputs, self.limits)
+        except transport.TransportError as exc:
+            raise InvalidInput(str(exc)) from None
+        params = {} if affinity_key is None else {"affinity": _key(affinity_key)}
+        header = Header(
+            Kind.REQUEST,
+            service=service,
+            method="infer",
+            traceparent=ensure_traceparent(traceparent),
+            body_len=body_len,
+            tensors=metas,
+            params=params,
+        )
+        try:
+            link = await self._links.get()
+            reply = await link.request(header, parts, deadline=deadline)
+            body = None if reply.body is None else reply.body.memory()
+            return transport.decode_tensors(reply.header.tensors, body, self.limits)
+        except transport.TransportError as exc:
+            raise translate(exc) from exc
+
+    async def ping(self, timeout: float = 5.0) -> float:
+        """Seconds for a PING round trip to the sidecar. Raises Unavailable, DeadlineExceeded."""
+        try:
+            link = await self._links.get()
+            return await link.ping(timeout)
+        except transport.TransportError as exc:
+            raise translate(exc) from exc
+
+    async def aclose(self) -> None:
+        """Close every link."""
+        await self._links.aclose()
+
+    async def __aenter__(self) -> MeshClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _key(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.hex()
+
+
+

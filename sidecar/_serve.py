@@ -1,0 +1,229 @@
+"""serve(): a Python function as a mesh service, with no sidecar needed."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy.typing as npt
+
+import transport
+from transport import (
+    BufferPool,
+    ErrorCode,
+    Header,
+    Kind,
+    Limits,
+    LinkServer,
+    Message,
+    RemoteError,
+    Reply,
+)
+
+from ._loop import run
+
+logger = logging.getLogger(__name__)
+
+Inputs = dict[str, npt.NDArray[Any]]
+Outputs = Mapping[str, object]
+HandlerFn = Callable[[Inputs], Outputs] | Callable[[Inputs], Awaitable[Outputs]]
+
+
+@dataclass(slots=True)
+class ServiceStats:
+    """Counters of one served service."""
+
+    requests: int = 0
+    failures: int = 0
+
+
+def _is_async(handler: object) -> bool:
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)
+    )
+
+
+class Service:
+    """A handler served on a mesh listener (TCP, and a Unix socket if `uds_path` is given).
+
+    Sync handlers run in a worker thread; async ones on the loop. Use as an async context
+    manager, or call `start()` and `aclose()`. Raises transport.LinkClosed if it cannot listen.
+    """
+
+    def __init__(
+        self,
+        handler: HandlerFn,
+        *,
+        service: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        uds_path: str | None = None,
+        limits: Limits | None = None,
+        pool: BufferPool | None = None,
+    ) -> None:
+        if not service:
+            raise ValueError("service name must not be empty")
+        self.service = service
+        self.limits = limits or Limits()
+        self.pool = pool or BufferPool()
+        self.stats = ServiceStats()
+        self._handler = handler
+        self._async = _is_async(handler)
+        self._host, self._port, self._uds_path = host, port, uds_path
+        self._server = LinkServer(self._handle, self.limits, self.pool)
+
+    @property
+    def address(self) -> str:
+        """The bound TCP "host:port"."""
+        return self._server.addresses[0]
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every bound address: "host:port", then "unix:/path" if any."""
+        return list(self._server.addresses)
+
+    @property
+    def server(self) -> LinkServer:
+        """The link server underneath (connections, requests in flight)."""
+        return self._server
+
+    async def start(self) -> None:
+        """Bind the listeners."""
+        await self._server.listen_tcp(self._host, self._port)
+        if self._uds_path is not None:
+            await self._server.listen_unix(self._uds_path)
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop accepting; wait up to `timeout` for requests in flight. True if all finished."""
+        return await self._server.drain(timeout)
+
+    async def aclose(self) -> None:
+        """Close listeners and links, cancelling requests still in progress."""
+        await self._server.aclose()
+        if self._uds_path is not None:
+            await asyncio.to_thread(_unlink, self._uds_path)
+
+    async def __aenter__(self) -> Service:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _handle(self, message: Message, deadline: float | None) -> Reply:
+        header = message.header
+        self.stats.requests += 1
+        try:
+            return await self._reply(message, header)
+        except Exception:
+            self.stats.failures += 1
+            raise
+
+    async def _reply(self, message: Message, header: Header) -> Reply:
+        if header.service != self.service:
+            raise RemoteError(
+                ErrorCode.NOT_FOUND,
+                f"unknown service {header.service!r}: this endpoint serves {self.service!r}",
+            )
+        if header.method not in ("", "infer"):
+            raise RemoteError(ErrorCode.NOT_FOUND, f"unknown method {header.method!r}")
+        body = None if message.body is None else message.body.memory()
+        inputs = transport.decode_tensors(header.tensors, body, self.limits)
+        del body, message
+        outputs = await self._call(inputs)
+        del inputs
+        try:
+            metas, parts, body_len = transport.encode_tensors(outputs, self.limits)
+        except transport.TransportError as exc:
+            raise RemoteError(
+                ErrorCode.HANDLER_ERROR, f"handler output cannot be sent: {exc}", type(exc).__name__
+            ) from exc
+        return Header(
+            Kind.RESPONSE, traceparent=header.traceparent, body_len=body_len, tensors=metas
+        ), parts
+
+    async def _call(self, inputs: Inputs) -> Outputs:
+        try:
+            if self._async:
+                outputs = await self._handler(inputs)  # type: ignore[misc]  # checked by _is_async
+            else:
+                outputs = await asyncio.to_thread(self._handler, inputs)
+        except Exception as exc:
+            logger.debug("handler raised", exc_info=True)
+            raise RemoteError(
+                ErrorCode.HANDLER_ERROR, f"{type(exc).__name__}: {exc}", type(exc).__qualname__
+            ) from exc
+        if not isinstance(outputs, Mapping):
+            raise RemoteError(
+                ErrorCode.HANDLER_ERROR,
+                f"handler returned {type(outputs).__name__}, expected a dict of arrays",
+            )
+        return outputs
+
+
+def serve(
+    handler: HandlerFn,
+    *,
+    service: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    uds_path: str | None = None,
+    ready_file: str | None = None,
+    limits: Limits | None = None,
+    warm_sizes: Iterable[int] = (),
+    drain_timeout: float = 30.0,
+) -> None:
+    """Serve `handler(inputs) -> outputs` as mesh service `service` until SIGTERM or SIGINT.
+
+    `ready_file`, if given, is written atomically once listening, as JSON
+    {"service", "pid", "mesh", "uds"}. On SIGTERM it stops accepting, lets requests in
+    flight finish (up to `drain_timeout`), then returns. `warm_sizes` pre-faults receive
+    buffers for those body sizes. Raises transport.LinkClosed if it cannot listen.
+    """
+    svc = Service(
+        handler, service=service, host=host, port=port, uds_path=uds_path, limits=limits
+    )
+    run(_serve_until_signal(svc, ready_file, tuple(warm_sizes), drain_timeout))
+
+
+async def _serve_until_signal(
+    svc: Service, ready_file: str | None, warm: tuple[int, ...], drain_timeout: float
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with svc:
+        if warm:
+            await asyncio.to_thread(svc.pool.warm, warm)
+        if ready_file is not None:
+            uds = next((a for a in svc.addresses if a.startswith("unix:")), None)
+            info = {"service": svc.service, "pid": os.getpid(), "mesh": svc.address, "uds": uds}
+            await asyncio.to_thread(write_atomically, ready_file, json.dumps(info))
+        logger.info("serving", extra={"service": svc.service, "addresses": svc.addresses})
+        await stop.wait()
+        logger.info("draining", extra={"service": svc.service})
+        await svc.drain(drain_timeout)
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write `text` to `path` so that readers see all of it or nothing."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, target)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
