@@ -313,6 +313,7 @@ class _ServerProtocol(_LinkProtocol):
         super().__init__(server.limits, server.pool)
         self._server = server
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._waiting: dict[int, Message] = {}  # decoded in the read that hit the limit
         self._reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -327,14 +328,18 @@ class _ServerProtocol(_LinkProtocol):
             task = self._tasks.get(message.stream)
             if task is not None:
                 task.cancel()
+            self._waiting.pop(message.stream, None)
         elif kind == Kind.PING:
             self.send_control(message.stream, Kind.PONG)
         else:
             self._protocol_error(FrameError(f"a server cannot accept a {kind.name} message"))
 
     def _start(self, message: Message) -> None:
-        if message.stream in self._tasks:
+        if message.stream in self._tasks or message.stream in self._waiting:
             self._protocol_error(FrameError(f"stream {message.stream} is already in use"))
+            return
+        if len(self._tasks) >= self.limits.max_concurrent_streams:
+            self._waiting[message.stream] = message
             return
         timeout = message.header.timeout
         deadline = None if timeout is None else self._loop.time() + timeout
@@ -349,7 +354,9 @@ class _ServerProtocol(_LinkProtocol):
     def _finished(self, stream: int) -> None:
         del self._tasks[stream]
         self._server._request_finished()
-        if self._reading_paused and len(self._tasks) < self.limits.max_concurrent_streams:
+        if self._waiting and self._closed is None:
+            self._start(self._waiting.pop(next(iter(self._waiting))))
+        elif self._reading_paused and len(self._tasks) < self.limits.max_concurrent_streams:
             self._reading_paused = False
             if self._transport is not None and not self._transport.is_closing():
                 self._transport.resume_reading()
@@ -376,6 +383,7 @@ class _ServerProtocol(_LinkProtocol):
             self.send_control(stream, Kind.ERROR, _error_info(exc))
 
     def _on_lost(self) -> None:
+        self._waiting.clear()
         for task in self._tasks.values():
             task.cancel()
         self._server._connections.discard(self)

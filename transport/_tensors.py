@@ -194,7 +194,7 @@ def decode_tensors(
             array = _from_inline(meta)
         else:
             assert batch is not None
-            array = _from_column(meta, batch)
+            array = _from_column_checked(meta, batch)
         array.flags.writeable = False
         out[meta.name] = array
     return out
@@ -250,6 +250,15 @@ def _read_batch(body: memoryview | None) -> pa.RecordBatch:
     if batch.num_rows != 1:
         raise FrameError(f"Arrow body must hold one row, got {batch.num_rows}")
     return batch
+
+
+def _from_column_checked(meta: TensorMeta, batch: pa.RecordBatch) -> Array:
+    try:
+        return _from_column(meta, batch)
+    except FrameError:
+        raise
+    except Exception as exc:  # pyarrow, on a body that validated but reads as nonsense
+        raise FrameError(f"Arrow column of tensor {meta.name!r} is unreadable: {exc}") from exc
 
 
 def _from_column(meta: TensorMeta, batch: pa.RecordBatch) -> Array:

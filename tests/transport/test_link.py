@@ -1,0 +1,395 @@
+"""Stream links over real sockets: multiplexing, back-pressure, cancellation, deadlines, bad peers."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+
+from transport import (
+    BufferPool,
+    Cancelled,
+    DeadlineExceeded,
+    ErrorCode,
+    Header,
+    Kind,
+    LimitExceeded,
+    Limits,
+    LinkClosed,
+    LinkServer,
+    Message,
+    RemoteError,
+    Reply,
+    StreamLink,
+    connect,
+    decode_tensors,
+    encode_tensors,
+)
+from transport._frame import FRAME, FrameType, frame_header, hello_frame
+
+LIMITS = Limits(chunk_size=64 * 1024)
+
+
+def request(tensors: dict[str, np.ndarray], limits: Limits = LIMITS, service: str = "svc") -> tuple[Header, list[object]]:
+    metas, parts, body_len = encode_tensors(tensors, limits)
+    return Header(Kind.REQUEST, service, "infer", body_len=body_len, tensors=metas), parts
+
+
+def tensors_of(message: Message, limits: Limits = LIMITS) -> dict[str, np.ndarray]:
+    return decode_tensors(message.header.tensors, message.body and message.body.memory(), limits)
+
+
+async def echo(message: Message, deadline: float | None) -> Reply:
+    inputs = tensors_of(message)
+    metas, parts, body_len = encode_tensors(inputs, LIMITS)
+    return Header(Kind.RESPONSE, body_len=body_len, tensors=metas), parts
+
+
+class Served:
+    def __init__(self, server: LinkServer, address: str, pool: BufferPool) -> None:
+        self.server, self.address, self.pool = server, address, pool
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Callable[..., Awaitable[Served]]]:
+    servers: list[LinkServer] = []
+
+    async def _start(handler: Callable[[Message, float | None], Awaitable[Reply]] = echo, limits: Limits = LIMITS, uds: Path | None = None) -> Served:
+        pool = BufferPool()
+        server = LinkServer(handler, limits, pool)
+        servers.append(server)
+        address = await (server.listen_unix(str(uds)) if uds else server.listen_tcp("127.0.0.1", 0))
+        return Served(server, address, pool)
+
+    yield _start
+    for server in servers:
+        await server.aclose()
+
+
+async def eventually(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)  # polling a counter owned by another task
+
+
+async def assert_no_leaks(served: Served, *pools: BufferPool) -> None:
+    gc.collect()
+    await eventually(lambda: served.server.in_flight == 0, "requests to finish")
+    await eventually(lambda: served.server.connections == 0, "connections to close")
+    for pool in (served.pool, *pools):
+        await eventually(lambda pool=pool: pool.stats().in_use == 0, "buffers to return")
+
+
+async def test_many_concurrent_requests_share_one_connection(start: Callable[..., Awaitable[Served]]) -> None:
+    served = await start()
+    client_pool = BufferPool()
+    link = await connect(served.address, limits=LIMITS, pool=client_pool)
+    sizes = [0, 1, 100, 70_000, 1 << 20, 3_000_000] * 8
+
+    async def one(i: int, n: int) -> None:
+        x = np.full(n, i, dtype=np.int16)
+        reply = await link.request(*request({"x": x, "i": np.array(i)}))
+        out = tensors_of(reply)
+        assert int(out["i"]) == i
+        np.testing.assert_array_equal(out["x"], x)
+
+    await asyncio.gather(*(one(i, n) for i, n in enumerate(sizes)))
+    assert served.server.connections == 1
+    await link.aclose()
+    await assert_no_leaks(served, client_pool)
+
+
+async def test_unix_socket_link_carries_the_same_messages(start: Callable[..., Awaitable[Served]], tmp_path: Path) -> None:
+    served = await start(uds=tmp_path / "s.sock")
+    assert served.address.startswith("unix:")
+    link = await connect(served.address, limits=LIMITS)
+    x = np.arange(500_000, dtype=np.float64)
+    np.testing.assert_array_equal(tensors_of(await link.request(*request({"x": x})))["x"], x)
+    assert await link.ping() >= 0
+    await link.aclose()
+
+
+async def test_handler_errors_arrive_as_remote_errors_and_the_link_keeps_working(start: Callable[..., Awaitable[Served]]) -> None:
+    async def failing(message: Message, deadline: float | None) -> Reply:
+        if message.header.service == "bad":
+            raise RemoteError(ErrorCode.HANDLER_ERROR, "model exploded", "ValueError")
+        return await echo(message, deadline)
+
+    served = await start(failing)
+    link = await connect(served.address, limits=LIMITS)
+    with pytest.raises(RemoteError, match="model exploded") as info:
+        await link.request(*request({}, service="bad"))
+    assert info.value.remote_type == "ValueError"
+    assert tensors_of(await link.request(*request({"x": np.ones(3)})))["x"].sum() == 3
+    await link.aclose()
+
+
+async def test_cancelled_request_stops_the_handler_and_frees_buffers(start: Callable[..., Awaitable[Served]]) -> None:
+    entered, stopped = asyncio.Event(), asyncio.Event()
+
+    async def slow(message: Message, deadline: float | None) -> Reply:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+        raise AssertionError("unreachable")
+
+    served = await start(slow)
+    client_pool = BufferPool()
+    link = await connect(served.address, limits=LIMITS, pool=client_pool)
+    call = asyncio.create_task(link.request(*request({"x": np.zeros(1 << 20)})))
+    await entered.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    async with asyncio.timeout(5):
+        await stopped.wait()
+    assert link.in_flight == 0
+    await link.aclose()
+    await assert_no_leaks(served, client_pool)
+
+
+async def test_expired_deadline_fails_on_both_sides(start: Callable[..., Awaitable[Served]]) -> None:
+    stopped = asyncio.Event()
+    seen: list[float | None] = []
+
+    async def slow(message: Message, deadline: float | None) -> Reply:
+        seen.append(message.header.timeout)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+        raise AssertionError("unreachable")
+
+    served = await start(slow)
+    link = await connect(served.address, limits=LIMITS)
+    loop = asyncio.get_running_loop()
+    with pytest.raises(DeadlineExceeded):
+        await link.request(*request({"x": np.zeros(10)}), deadline=loop.time() + 0.2)
+    async with asyncio.timeout(5):
+        await stopped.wait()
+    assert seen and seen[0] is not None and 0 < seen[0] <= 0.2
+    await link.aclose()
+
+
+async def test_server_enforces_the_budget_it_was_given(start: Callable[..., Awaitable[Served]]) -> None:
+    async def slow(message: Message, deadline: float | None) -> Reply:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    served = await start(slow)
+    link = await connect(served.address, limits=LIMITS)
+    header, parts = request({"x": np.zeros(10)})
+    from dataclasses import replace
+
+    with pytest.raises(DeadlineExceeded, match="deadline of 0.100 s passed"):
+        await link.request(replace(header, timeout=0.1), parts)  # no client-side deadline
+    await link.aclose()
+    await assert_no_leaks(served)
+
+
+async def test_server_stops_reading_at_max_concurrent_streams(start: Callable[..., Awaitable[Served]]) -> None:
+    release = asyncio.Event()
+    peak = 0
+
+    async def gated(message: Message, deadline: float | None) -> Reply:
+        nonlocal peak
+        peak = max(peak, served.server.in_flight)
+        await release.wait()
+        return await echo(message, deadline)
+
+    limits = Limits(chunk_size=64 * 1024, max_concurrent_streams=2)
+    served = await start(gated, limits)
+    link = await connect(served.address, limits=limits)
+    calls = [asyncio.create_task(link.request(*request({"i": np.array(i)}, limits))) for i in range(10)]
+    await eventually(lambda: served.server.in_flight == 2, "two requests in progress")
+    await asyncio.sleep(0.1)  # would let more requests in, if reading were not paused
+    assert served.server.in_flight == 2
+    release.set()
+    replies = await asyncio.gather(*calls)
+    assert sorted(int(tensors_of(r, limits)["i"]) for r in replies) == list(range(10))
+    assert peak <= 2
+    await link.aclose()
+
+
+async def test_a_slow_reader_applies_back_pressure_without_unbounded_buffers(start: Callable[..., Awaitable[Served]]) -> None:
+    served = await start()
+    link = await connect(served.address, limits=LIMITS)
+    assert link._transport is not None
+    link._transport.pause_reading()  # the client stops reading replies
+    x = np.zeros(32 << 20, dtype=np.uint8)
+    call = asyncio.create_task(link.request(*request({"x": x})))
+    await eventually(lambda: served.server.in_flight == 1, "the server to be replying")
+    await asyncio.sleep(0.2)
+    (conn,) = served.server._connections
+    assert conn._transport is not None
+    assert conn._transport.get_write_buffer_size() <= 8 << 20  # waiting, not queueing 32 MiB
+    link._transport.resume_reading()
+    assert tensors_of(await call)["x"].nbytes == x.nbytes
+    await link.aclose()
+
+
+async def test_connecting_to_nothing_raises_link_closed() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    with pytest.raises(LinkClosed, match="cannot connect"):
+        await connect(f"127.0.0.1:{port}")
+
+
+async def test_requests_in_flight_fail_with_link_closed_when_the_server_goes(start: Callable[..., Awaitable[Served]]) -> None:
+    entered = asyncio.Event()
+
+    async def slow(message: Message, deadline: float | None) -> Reply:
+        entered.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    served = await start(slow)
+    link = await connect(served.address, limits=LIMITS)
+    call = asyncio.create_task(link.request(*request({})))
+    await entered.wait()
+    await served.server.aclose()
+    with pytest.raises(LinkClosed):
+        await call
+
+
+async def test_oversized_outgoing_header_is_refused_before_sending(start: Callable[..., Awaitable[Served]]) -> None:
+    served = await start()
+    limits = Limits(max_header_size=4096, inline_threshold=1000)
+    link = await connect(served.address, limits=limits)
+    header = Header(Kind.REQUEST, "x" * 5000)
+    with pytest.raises(LimitExceeded, match="max_header_size=4096"):
+        await link.request(header)
+    await link.aclose()
+
+
+# Bad peers, speaking raw bytes over a plain socket.
+
+
+async def raw_exchange(address: str, payload: bytes, *, half_close: bool = True) -> bytes:
+    host, port = address.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(payload)
+    await writer.drain()
+    if half_close:
+        writer.write_eof()
+    async with asyncio.timeout(10):
+        data = await reader.read()  # until the server closes
+    writer.close()
+    return data
+
+
+def goaway_of(data: bytes) -> tuple[str, str]:
+    at = 0
+    while at < len(data):
+        _, ftype, _, length, _ = FRAME.unpack_from(data, at)
+        if ftype == FrameType.GOAWAY:
+            code, message = msgpack.unpackb(data[at + FRAME.size : at + FRAME.size + length])
+            return code, message
+        at += FRAME.size + length
+    raise AssertionError(f"no GOAWAY frame in {data[:100]!r}")
+
+
+HEAD = FrameType.HEAD
+
+
+def head(stream: int, header: dict[str, object]) -> bytes:
+    payload = msgpack.packb(header)
+    return frame_header(HEAD, stream, len(payload)) + payload
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "message"),
+    [
+        (b"\x00" * 64, "invalid_argument", "not an arrowmesh link"),
+        (b"GET / HTTP/1.1\r\n\r\n", "invalid_argument", "not an arrowmesh link"),
+        (hello_frame() + frame_header(HEAD, 1, 10) + b"abc", "invalid_argument", "middle of a frame"),
+        (hello_frame() + frame_header(HEAD, 1, 50 << 20), "resource_exhausted", "max_header_size"),
+        (hello_frame() + head(1, {"k": 1, "bl": 1 << 40}), "resource_exhausted", "max_message_size"),
+        (hello_frame() + head(1, {"k": 1, "bl": 100}) + frame_header(FrameType.DATA, 1, 1000) + b"x" * 1000, "invalid_argument", "100 bytes left"),
+        (hello_frame() + head(1, {"k": 1, "bl": 10_000}) + frame_header(FrameType.DATA, 1, 5000) + b"x" * 5000, "invalid_argument", "incomplete"),
+        (hello_frame() + frame_header(HEAD, 1, 3) + b"\xc1\xc1\xc1", "invalid_argument", "not valid msgpack"),
+        (hello_frame() + head(1, {"k": 42}), "invalid_argument", "unknown message kind"),
+        (hello_frame() + head(1, {"k": 1, "x": [["a", "FP32", [1] * 100, "C", 0, b""]]}), "resource_exhausted", "max_rank"),
+        (hello_frame() + head(0, {"k": 1}), "invalid_argument", "stream 0"),
+        (hello_frame() + head(1, {"k": 2}), "invalid_argument", "cannot accept a RESPONSE"),
+    ],
+    ids=["zeros", "http", "truncated", "huge-header", "huge-body", "lying-data", "short-body", "bad-msgpack", "bad-kind", "rank", "stream-0", "wrong-kind"],
+)
+async def test_bad_input_gets_a_goaway_that_says_why_and_leaks_nothing(
+    start: Callable[..., Awaitable[Served]], payload: bytes, code: str, message: str
+) -> None:
+    served = await start(limits=Limits(chunk_size=64 * 1024, max_header_size=1 << 20, max_message_size=1 << 30))
+    reply = await raw_exchange(served.address, payload)
+    got_code, got_message = goaway_of(reply)
+    assert got_code == code
+    assert message in got_message
+    link = await connect(served.address, limits=LIMITS)  # the server still serves others
+    assert tensors_of(await link.request(*request({"x": np.ones(5)})))["x"].sum() == 5
+    await link.aclose()
+    await assert_no_leaks(served)
+
+
+async def test_request_with_undecodable_tensors_gets_an_error_reply_not_a_closed_link(start: Callable[..., Awaitable[Served]]) -> None:
+    served = await start()
+    link = await connect(served.address, limits=LIMITS)
+    header = Header(Kind.REQUEST, "svc", tensors=encode_tensors({"x": np.zeros(4, np.int8)}, LIMITS)[0])
+    from dataclasses import replace
+
+    lying = replace(header, tensors=(replace(header.tensors[0], shape=(9,)),))
+    with pytest.raises(RemoteError, match="needs 9 bytes") as info:
+        await link.request(lying)
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+    assert not link.closed
+    await link.aclose()
+
+
+async def test_peer_vanishing_mid_body_returns_the_partial_buffer(start: Callable[..., Awaitable[Served]]) -> None:
+    served = await start()
+    host, port = served.address.rsplit(":", 1)
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(hello_frame() + head(1, {"k": 1, "bl": 8 << 20}) + frame_header(FrameType.DATA, 1, 1 << 20) + b"z" * (1 << 20))
+    await writer.drain()
+    await eventually(lambda: served.pool.stats().in_use == 1, "the body buffer to be leased")
+    writer.transport.abort()
+    await assert_no_leaks(served)
+
+
+async def test_cancel_mid_upload_lets_the_server_drop_the_partial_body(start: Callable[..., Awaitable[Served]]) -> None:
+    served = await start()
+    link: StreamLink = await connect(served.address, limits=LIMITS)
+    assert link._transport is not None
+    call = asyncio.create_task(link.request(*request({"x": np.zeros(64 << 20, np.uint8)})))
+    await eventually(lambda: served.pool.stats().in_use >= 1, "the upload to start")
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert tensors_of(await link.request(*request({"y": np.ones(2)})))["y"].sum() == 2
+    await eventually(lambda: served.pool.stats().in_use == 0, "the partial body to be dropped")
+    await link.aclose()
+
+
+async def test_server_side_cancel_reaches_the_caller(start: Callable[..., Awaitable[Served]]) -> None:
+    served = await start()
+    link = await connect(served.address, limits=LIMITS)
+    reply_to = asyncio.get_running_loop().create_future()
+    link._pending[99] = reply_to
+    (conn,) = served.server._connections
+    conn.send_control(99, Kind.CANCEL)
+    with pytest.raises(Cancelled):
+        await reply_to
+    del link._pending[99]
+    await link.aclose()
+
+
+_ = struct  # keep the import for readers who extend the raw-frame tests
