@@ -29,7 +29,7 @@ class _LinkPool:
         self._opening: asyncio.Lock | None = None
 
     async def get(self) -> StreamLink:
-        self._links = [link for link in self._links if not link.closed]
+        self._links[:] = [link for link in self._links if not link.closed]
         idle = min(self._links, key=lambda link: link.in_flight, default=None)
         if idle is not None and (idle.in_flight == 0 or len(self._links) >= self._size):
             return idle
@@ -37,9 +37,8 @@ class _LinkPool:
             self._opening = asyncio.Lock()
         async with self._opening:
             if len(self._links) < self._size:
-                self._links.append(
-                    await transport.connect(self.address, limits=self._limits, pool=self._pool)
-                )
+                link = await transport.connect(self.address, limits=self._limits, pool=self._pool)
+                self._links.append(link)
         return min(self._links, key=lambda link: link.in_flight)
 
     async def aclose(self) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
@@ -220,7 +221,9 @@ class StreamLink(_LinkProtocol):
     def __init__(self, limits: Limits, pool: BufferPool) -> None:
         super().__init__(limits, pool)
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Message]] = {}
+        # A reply travels in a one-item list that the caller empties: the finished future
+        # stays referenced until the loop's next step, and must not keep the body leased.
+        self._pending: dict[int, asyncio.Future[list[Message]]] = {}
 
     @property
     def in_flight(self) -> int:
@@ -237,14 +240,14 @@ class StreamLink(_LinkProtocol):
         LimitExceeded.
         """
         stream = next(self._ids)
-        reply: asyncio.Future[Message] = self._loop.create_future()
+        reply: asyncio.Future[list[Message]] = self._loop.create_future()
         self._pending[stream] = reply
         try:
             async with asyncio.timeout_at(deadline):
                 if deadline is not None:
                     header = _with_timeout(header, deadline - self._loop.time())
                 await self.send(stream, header, parts)
-                message = await reply
+                message = (await reply).pop()
         except TimeoutError:
             self.send_control(stream, Kind.CANCEL)
             raise DeadlineExceeded(
@@ -260,9 +263,9 @@ class StreamLink(_LinkProtocol):
 
     async def ping(self, timeout: float = 5.0) -> float:
         """Round-trip a PING; returns the seconds it took. Raises DeadlineExceeded, LinkClosed."""
-        start = self._loop.time()
-        await self.request(Header(Kind.PING), deadline=start + timeout)
-        return self._loop.time() - start
+        start = time.perf_counter()  # uvloop's clock ticks in milliseconds
+        await self.request(Header(Kind.PING), deadline=self._loop.time() + timeout)
+        return time.perf_counter() - start
 
     async def aclose(self) -> None:
         """Close the link; requests still in flight fail with LinkClosed."""
@@ -277,7 +280,7 @@ class StreamLink(_LinkProtocol):
         if reply is None or reply.done():
             return  # a reply to a request we gave up on; its body goes back to the pool
         if kind in (Kind.RESPONSE, Kind.ERROR, Kind.PONG):
-            reply.set_result(message)
+            reply.set_result([message])
         elif kind == Kind.CANCEL:
             reply.set_exception(Cancelled(f"{self.peer_name} cancelled the request"))
         else:

@@ -382,7 +382,7 @@ async def test_cancel_mid_upload_lets_the_server_drop_the_partial_body(start: Ca
 async def test_server_side_cancel_reaches_the_caller(start: Callable[..., Awaitable[Served]]) -> None:
     served = await start()
     link = await connect(served.address, limits=LIMITS)
-    reply_to = asyncio.get_running_loop().create_future()
+    reply_to: asyncio.Future[list[Message]] = asyncio.get_running_loop().create_future()
     link._pending[99] = reply_to
     (conn,) = served.server._connections
     conn.send_control(99, Kind.CANCEL)

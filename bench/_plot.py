@@ -1,0 +1,37 @@
+"""Latency against size, log-log, one line per transport, written as a PNG (Agg backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402  # the backend must be chosen first
+
+from ._units import format_size  # noqa: E402
+
+Series = Mapping[str, Sequence[tuple[int, float]]]  # transport -> (size, seconds)
+
+
+def plot_latency(path: Path, series: Series, title: str) -> None:
+    """Draw median round trip (seconds) against size (bytes) for each transport into `path`."""
+    figure, axes = plt.subplots(figsize=(9, 6), dpi=120)
+    try:
+        for name, points in series.items():
+            sizes = [size for size, _ in points]
+            axes.loglog(sizes, [seconds for _, seconds in points], marker="o", label=name)
+        sizes = sorted({size for points in series.values() for size, _ in points})
+        axes.set_xticks(sizes, [format_size(size) for size in sizes])
+        axes.minorticks_off()
+        axes.set_xlabel("tensor size (sent, then the same size back)")
+        axes.set_ylabel("median round trip (s)")
+        axes.set_title(title)
+        axes.grid(True, which="major", alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)

@@ -1,0 +1,108 @@
+"""Server children: start them, wait for their ready files, and always stop them.
+
+Each server runs in its own interpreter (`python -m bench._child`), bound to 127.0.0.1
+port 0, and reports its addresses in a JSON ready file. Its output goes to a log file in
+the work directory, quoted in the error if it fails to start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from ._errors import ServerFailed
+
+logger = logging.getLogger(__name__)
+
+Addresses = dict[str, str]
+
+_POLL_S: Final = 0.01
+_STOP_GRACE_S: Final = 5.0
+_LOG_TAIL: Final = 2000
+_ROOT: Final = str(Path(__file__).resolve().parent.parent)
+
+
+@dataclass(frozen=True, slots=True)
+class _Child:
+    module: str
+    process: subprocess.Popen[bytes]
+    ready_file: Path
+    log: Path
+
+
+@contextlib.contextmanager
+def running_servers(
+    modules: Sequence[str], workdir: Path, sizes: Sequence[int], timeout: float = 60.0
+) -> Iterator[dict[str, Addresses]]:
+    """Start one child per server module; yield each one's ready info; stop them all after.
+
+    Raises ServerFailed if a child exits or is not ready within `timeout` seconds.
+    """
+    children: list[_Child] = []
+    try:
+        for module in modules:
+            children.append(_start(module, workdir, sizes))
+        deadline = time.monotonic() + timeout
+        yield {child.module: _wait_ready(child, deadline) for child in children}
+    finally:
+        _stop(children)
+
+
+def _start(module: str, workdir: Path, sizes: Sequence[int]) -> _Child:
+    name = module.rpartition(".")[2].lstrip("_")
+    ready, log = workdir / f"{name}.ready.json", workdir / f"{name}.log"
+    argv = [module, str(ready), str(workdir), ",".join(map(str, sizes)), str(os.getpid())]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench._child", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            process_group=0,
+        )
+    logger.debug("server started", extra={"module": module, "pid": process.pid})
+    return _Child(module, process, ready, log)
+
+
+def _wait_ready(child: _Child, deadline: float) -> Addresses:
+    while not child.ready_file.exists():
+        code = child.process.poll()
+        if code is not None:
+            raise ServerFailed(f"{child.module} exited with {code} before it was ready{_tail(child)}")
+        if time.monotonic() > deadline:
+            raise ServerFailed(f"{child.module} was not ready in time{_tail(child)}")
+        time.sleep(_POLL_S)  # paces the poll of a file another process writes
+    info = json.loads(child.ready_file.read_text())
+    return {key: value for key, value in info.items() if isinstance(value, str)}
+
+
+def _tail(child: _Child) -> str:
+    try:
+        text = child.log.read_text(errors="replace")[-_LOG_TAIL:]
+    except OSError:
+        return ""
+    return f"; its output ends:\n{text}" if text else ""
+
+
+def _stop(children: Sequence[_Child]) -> None:
+    for child in children:
+        if child.process.poll() is None:
+            child.process.terminate()
+    for child in children:
+        try:
+            child.process.wait(_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            logger.warning("server ignored SIGTERM, killing it", extra={"module": child.module})
+            child.process.kill()
+            child.process.wait()

@@ -1,0 +1,108 @@
+"""arrowmesh-tcp and arrowmesh-uds: our link, a `sidecar.serve` echo and a MeshClient."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+import numpy.typing as npt
+
+import sidecar
+from sidecar._loop import new_event_loop
+from bench._units import KiB
+
+from ._base import Payload, Ready, ServerArgs, check_size, time_each
+
+# A message body is the tensor plus its Arrow IPC framing (a few hundred bytes), which can
+# push it into the next buffer size class: warm the class the body will land in.
+_FRAMING_ALLOWANCE: Final = 64 * KiB
+
+
+async def _echo(inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+    return {"y": inputs["x"]}
+
+
+def serve(args: ServerArgs) -> None:
+    """Serve the echo on TCP and a Unix socket until SIGTERM."""
+    sidecar.serve(
+        _echo,
+        service="echo",
+        host="127.0.0.1",
+        port=0,
+        uds_path=os.path.join(args.workdir, "mesh.sock"),
+        ready_file=args.ready_file,
+        warm_sizes=[size + _FRAMING_ALLOWANCE for size in args.sizes],
+    )
+
+
+class MeshEchoClient:
+    """`BlockingMeshClient` to the echo service; the event loop runs in this thread."""
+
+    def __init__(self, address: str) -> None:
+        self._client = sidecar.BlockingMeshClient(address)
+
+    def echo(self, payload: Payload) -> Payload:
+        """One round trip; the result is a read-only view on a pooled receive buffer."""
+        out: Payload = self._client.infer("echo", {"x": payload})["y"]
+        return out
+
+    def round_trips(self, payload: Payload, reps: int) -> list[int]:
+        """Time `reps` round trips, in nanoseconds each."""
+        return time_each(self.echo, payload, reps)
+
+    def close(self) -> None:
+        """Close the links and the loop."""
+        self._client.close()
+
+
+class AsyncMeshEchoClient:
+    """`MeshClient` to the echo service; each block of round trips runs in one coroutine."""
+
+    def __init__(self, address: str) -> None:
+        self._loop = new_event_loop()
+        self._client = sidecar.MeshClient(address)
+
+    def echo(self, payload: Payload) -> Payload:
+        """One round trip; the result is a read-only view on a pooled receive buffer."""
+        return self._loop.run_until_complete(self._echo(payload))
+
+    def round_trips(self, payload: Payload, reps: int) -> list[int]:
+        """Time `reps` round trips, in nanoseconds each."""
+        return self._loop.run_until_complete(self._timed(payload, reps))
+
+    def close(self) -> None:
+        """Close the links and the loop."""
+        self._loop.run_until_complete(self._client.aclose())
+        self._loop.close()
+
+    async def _echo(self, payload: Payload) -> Payload:
+        out: Payload = (await self._client.infer("echo", {"x": payload}))["y"]
+        return out
+
+    async def _timed(self, payload: Payload, reps: int) -> list[int]:
+        samples: list[int] = []
+        clock = time.perf_counter_ns
+        for _ in range(reps):
+            start = clock()
+            out = await self._echo(payload)
+            samples.append(clock() - start)
+            check_size(out, payload)
+        return samples
+
+
+def tcp_async(ready: Ready) -> AsyncMeshEchoClient:
+    """An asyncio client for the server's TCP listener."""
+    return AsyncMeshEchoClient(ready["mesh"])
+
+
+def tcp(ready: Ready) -> MeshEchoClient:
+    """A client for the server's TCP listener."""
+    return MeshEchoClient(ready["mesh"])
+
+
+def uds(ready: Ready) -> MeshEchoClient:
+    """A client for the server's Unix socket."""
+    return MeshEchoClient(ready["uds"])
+

@@ -1,0 +1,157 @@
+"""The run: start the servers, connect a client per transport, sample every cell interleaved.
+
+Sizes go one after the other (largest last, so big buffers are faulted in once); within a
+size, transports take turns block by block (see _schedule). Each size starts with one
+checked round trip per transport (the echo must equal the payload) and a discarded
+warm-up that faults in every receive buffer on both sides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+
+from bench._errors import EchoMismatch
+from bench._processes import running_servers
+from bench._stats import Summary
+from bench._units import format_size
+from bench.peers._base import Client, Payload
+
+from . import _schedule
+from ._registry import Transport
+
+Progress = Callable[[str, float], None]  # description, cells completed so far (fractional)
+
+_PATTERN_BYTES: Final = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to measure: sizes in bytes, transports in display order, and the budget."""
+
+    sizes: tuple[int, ...]
+    transports: tuple[Transport, ...]
+    budget: _schedule.Budget
+
+
+@dataclass(frozen=True, slots=True)
+class Results:
+    """Summaries per (transport name, size), and how long the whole run took."""
+
+    plan: Plan
+    summaries: Mapping[tuple[str, int], Summary]
+    elapsed_s: float
+
+    def median(self, transport: str, size: int) -> float | None:
+        """The median round trip of a cell, or None if it was not measured."""
+        summary = self.summaries.get((transport, size))
+        return None if summary is None else summary.median
+
+
+@dataclass(slots=True)
+class _Cell:
+    samples: list[int] = field(default_factory=list)
+    spent_ns: int = 0
+
+    def add(self, samples: Sequence[int]) -> None:
+        self.samples.extend(samples)
+        self.spent_ns += sum(samples)
+
+
+def run(plan: Plan, on_progress: Progress) -> Results:
+    """Measure every cell of `plan`. Raises ServerFailed, EchoMismatch."""
+    started = time.monotonic()
+    summaries: dict[tuple[str, int], Summary] = {}
+    on_progress("starting servers", 0.0)
+    with _connected(plan) as clients:
+        for index, size in enumerate(plan.sizes):
+            done_before = float(index * len(clients))
+            for name, summary in _measure_size(size, clients, plan.budget, on_progress, done_before):
+                summaries[(name, size)] = summary
+    return Results(plan, summaries, time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def _connected(plan: Plan) -> Iterator[dict[str, Client]]:
+    servers = list(dict.fromkeys(t.server for t in plan.transports))
+    with (
+        tempfile.TemporaryDirectory(prefix="arrowmesh-bench-") as workdir,
+        running_servers(servers, Path(workdir), plan.sizes) as ready,
+        contextlib.ExitStack() as stack,
+    ):
+        clients: dict[str, Client] = {}
+        for transport in plan.transports:
+            client = transport.connect(ready[transport.server])
+            stack.callback(client.close)
+            clients[transport.name] = client
+        yield clients
+
+
+def _measure_size(
+    size: int,
+    clients: Mapping[str, Client],
+    budget: _schedule.Budget,
+    on_progress: Progress,
+    done_before: float,
+) -> list[tuple[str, Summary]]:
+    gc.collect()
+    payload = _payload(size)
+    label = format_size(size)
+    typical: dict[str, int] = {}
+    for name, client in clients.items():
+        on_progress(f"{label} warm-up {name}", done_before)
+        typical[name] = _warm_up(name, client, payload, budget)
+    cells = _interleave(clients, payload, budget, typical, lambda d, f: on_progress(f"{label} {d}", done_before + f))
+    return [(name, Summary.of_ns(cells[name].samples)) for name in clients]
+
+
+def _interleave(
+    clients: Mapping[str, Client],
+    payload: Payload,
+    budget: _schedule.Budget,
+    typical: Mapping[str, int],
+    on_progress: Progress,
+) -> dict[str, _Cell]:
+    cells = {name: _Cell() for name in clients}
+    names = list(clients)
+    for round_index in range(_schedule.max_rounds(budget)):
+        open_cells = [n for n in names if not _schedule.is_done(budget, len(cells[n].samples), cells[n].spent_ns)]
+        if not open_cells:
+            break
+        for name in _schedule.turn_order(open_cells, round_index):
+            cell = cells[name]
+            reps = _schedule.block_reps(budget, len(cell.samples), typical[name])
+            cell.add(clients[name].round_trips(payload, reps))
+            typical[name] = int(np.median(cell.samples[-reps:]))
+            on_progress(name, _completed(budget, cells))
+    return cells
+
+
+def _completed(budget: _schedule.Budget, cells: Mapping[str, _Cell]) -> float:
+    return sum(_schedule.progress(budget, len(c.samples), c.spent_ns) for c in cells.values())
+
+
+def _warm_up(name: str, client: Client, payload: Payload, budget: _schedule.Budget) -> int:
+    """Check one echo, run the discarded warm-up; return a typical round trip in ns."""
+    start = time.perf_counter_ns()
+    out = client.echo(payload)
+    first_ns = time.perf_counter_ns() - start
+    if not np.array_equal(out, payload):
+        raise EchoMismatch(f"{name} returned different bytes for {format_size(payload.nbytes)}")
+    del out
+    samples = client.round_trips(payload, _schedule.warmup_reps(budget, first_ns))
+    return int(np.median(samples))
+
+
+def _payload(size: int) -> Payload:
+    """Random bytes (nothing compresses them), a repeated random pattern to build fast."""
+    pattern = np.random.default_rng(size).integers(0, 256, _PATTERN_BYTES, dtype=np.uint8)
+    return np.resize(pattern, size)
