@@ -1,8 +1,8 @@
 """Errors of the benchmark harness.
 
-    BenchError
-    ├── ServerFailed    a server child did not start, or died
-    └── EchoMismatch    a transport returned something other than what it was sent
+BenchError
+├── ServerFailed    a server child did not start, or died
+└── EchoMismatch    a transport returned something other than what it was sent
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402  # the backend must be chosen first
+import matplotlib.pyplot as plt  # after use("Agg")
 
-from ._units import format_size  # noqa: E402
+from ._units import format_size
 
 Series = Mapping[str, Sequence[tuple[int, float]]]  # transport -> (size, seconds)
 
@@ -32,6 +32,6 @@ def plot_latency(path: Path, series: Series, title: str) -> None:
         axes.grid(True, which="major", alpha=0.3)
         axes.legend()
         figure.tight_layout()
-        figure.savefig(path)
+        figure.savefig(path, format="png")
     finally:
         plt.close(figure)

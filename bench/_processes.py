@@ -61,7 +61,10 @@ def _start(module: str, workdir: Path, sizes: Sequence[int]) -> _Child:
     name = module.rpartition(".")[2].lstrip("_")
     ready, log = workdir / f"{name}.ready.json", workdir / f"{name}.log"
     argv = [module, str(ready), str(workdir), ",".join(map(str, sizes)), str(os.getpid())]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")])),
+    }
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "bench._child", *argv],
@@ -79,7 +82,9 @@ def _wait_ready(child: _Child, deadline: float) -> Addresses:
     while not child.ready_file.exists():
         code = child.process.poll()
         if code is not None:
-            raise ServerFailed(f"{child.module} exited with {code} before it was ready{_tail(child)}")
+            raise ServerFailed(
+                f"{child.module} exited with {code} before it was ready{_tail(child)}"
+            )
         if time.monotonic() > deadline:
             raise ServerFailed(f"{child.module} was not ready in time{_tail(child)}")
         time.sleep(_POLL_S)  # paces the poll of a file another process writes

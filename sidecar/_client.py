@@ -92,7 +92,7 @@ class MeshClient:
             metas, parts, body_len = transport.encode_tensors(inputs, self.limits)
         except transport.TransportError as exc:
             raise InvalidInput(str(exc)) from None
-        params = {} if affinity_key is None else {"affinity": _key(affinity_key)}
+        params: dict[str, object] = {} if affinity_key is None else {"affinity": _key(affinity_key)}
         header = Header(
             Kind.REQUEST,
             service=service,
@@ -105,7 +105,7 @@ class MeshClient:
         try:
             link = await self._links.get()
             reply = await link.request(header, parts, deadline=deadline)
-            body = None if reply.body is None else reply.body.memory()
+            body = reply.body_view()
             return transport.decode_tensors(reply.header.tensors, body, self.limits)
         except transport.TransportError as exc:
             raise translate(exc) from exc
@@ -131,6 +131,3 @@ class MeshClient:
 
 def _key(value: str | bytes) -> str:
     return value if isinstance(value, str) else value.hex()
-
-
-

@@ -154,5 +154,3 @@ def main(requests: int = 50) -> int:
         f"replicas stopped cleanly; {sum(len(c.samples) for c in cells)} requests, {wrong} wrong"
     )
     return 1 if wrong else 0
-
-

@@ -38,9 +38,7 @@ class RemoteError(MeshError):
     """The service answered with an error: `code`, `message` and the remote exception type."""
 
     def __init__(self, code: ErrorCode, message: str, remote_type: str | None = None) -> None:
-        super().__init__(
-            f"{code.value}: {message}" + (f" ({remote_type})" if remote_type else "")
-        )
+        super().__init__(f"{code.value}: {message}" + (f" ({remote_type})" if remote_type else ""))
         self.code = code
         self.message = message
         self.remote_type = remote_type

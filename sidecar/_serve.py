@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -46,9 +47,8 @@ class ServiceStats:
 
 
 def _is_async(handler: object) -> bool:
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None)
-    )
+    call = type(handler).__call__ if not inspect.isfunction(handler) else None
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
 
 
 class Service:
@@ -135,7 +135,7 @@ class Service:
             )
         if header.method not in ("", "infer"):
             raise RemoteError(ErrorCode.NOT_FOUND, f"unknown method {header.method!r}")
-        body = None if message.body is None else message.body.memory()
+        body = message.body_view()
         inputs = transport.decode_tensors(header.tensors, body, self.limits)
         del body, message
         outputs = await self._call(inputs)
@@ -188,9 +188,7 @@ def serve(
     flight finish (up to `drain_timeout`), then returns. `warm_sizes` pre-faults receive
     buffers for those body sizes. Raises transport.LinkClosed if it cannot listen.
     """
-    svc = Service(
-        handler, service=service, host=host, port=port, uds_path=uds_path, limits=limits
-    )
+    svc = Service(handler, service=service, host=host, port=port, uds_path=uds_path, limits=limits)
     run(_serve_until_signal(svc, ready_file, tuple(warm_sizes), drain_timeout))
 
 
@@ -223,7 +221,5 @@ def write_atomically(path: str, text: str) -> None:
 
 
 def _unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass

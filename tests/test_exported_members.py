@@ -22,4 +22,3 @@ def test_all_matches_the_public_names(name: str) -> None:
         value = getattr(package, attr)
         if isinstance(value, type | types.FunctionType) and value.__module__ != "typing":
             assert value.__module__.startswith(f"{name}._"), f"{attr} comes from {value.__module__}"
-

@@ -66,6 +66,10 @@ class Message:
     header: Header
     body: RecvBuffer | None
 
+    def body_view(self) -> memoryview | None:
+        """The body as a memoryview that keeps its buffer leased, or None without a body."""
+        return None if self.body is None else self.body.memory()
+
 
 @dataclass(frozen=True, slots=True)
 class GoAway:
@@ -171,7 +175,9 @@ class FrameDecoder:
         """The peer closed its side; raises FrameError if that cut a frame or a body short."""
         if self._direct is not None or self._end > self._start:
             pending = self._end - self._start
-            raise FrameError(f"connection closed in the middle of a frame ({pending} bytes pending)")
+            raise FrameError(
+                f"connection closed in the middle of a frame ({pending} bytes pending)"
+            )
         if self._partials:
             stream, part = next(iter(self._partials.items()))
             raise FrameError(

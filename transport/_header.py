@@ -23,7 +23,7 @@ import msgpack
 from ._errors import ErrorCode, FrameError, LimitExceeded
 from ._limits import Limits
 
-Params = dict[str, "str | int | float | bool | None"]
+Params = dict[str, object]  # msgpack-able scalars
 
 
 class Kind(IntEnum):
@@ -100,8 +100,7 @@ def pack_header(header: Header) -> bytes:
         out["bl"] = header.body_len
     if header.tensors:
         out["x"] = [
-            [t.name, t.datatype, t.shape, t.order, int(t.placement), t.data]
-            for t in header.tensors
+            [t.name, t.datatype, t.shape, t.order, int(t.placement), t.data] for t in header.tensors
         ]
     if header.error is not None:
         e = header.error

@@ -40,7 +40,7 @@ from ._frame import (
     hello_frame,
 )
 from ._header import ErrorInfo, Header, Kind, pack_header
-from ._limits import MiB, Limits
+from ._limits import Limits, MiB
 from ._pool import BufferPool
 
 logger = logging.getLogger(__name__)
@@ -72,12 +72,12 @@ class _LinkProtocol(asyncio.BufferedProtocol):
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
+        self._transport = tp = transport  # type: ignore[assignment]  # uvloop's are not subclasses
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._transport.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_LOW)
-        self._transport.write(hello_frame())
+        tp.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_LOW)  # type: ignore[attr-defined]
+        tp.write(hello_frame())  # type: ignore[attr-defined]
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._decoder.get_buffer()

@@ -103,7 +103,7 @@ class RecvBuffer:
 
     def memory(self) -> memoryview:
         """The body as a memoryview that keeps this buffer leased."""
-        return memoryview(self.array())
+        return memoryview(self.array())  # type: ignore[arg-type]  # numpy stubs lack Buffer
 
     def __del__(self) -> None:
         self._pool._give_back(self._slab)

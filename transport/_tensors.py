@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +25,7 @@ from ._header import Placement, TensorMeta
 from ._limits import Limits
 
 Array = npt.NDArray[np.generic]
-Buffer = bytes | memoryview | pa.Buffer
+Buffer = Any  # bytes, memoryview or pyarrow.Buffer (pyarrow has no type stubs)
 
 # Arrow storage type of each fixed-width datatype.
 _STORAGE: Final[dict[str, pa.DataType]] = {
@@ -134,9 +134,7 @@ def _bytes_elements(array: Array) -> list[bytes]:
         elif isinstance(item, str):
             out.append(item.encode())
         else:
-            raise FrameError(
-                f"BYTES tensors hold bytes or str elements, got {type(item).__name__}"
-            )
+            raise FrameError(f"BYTES tensors hold bytes or str elements, got {type(item).__name__}")
     return out
 
 
@@ -161,7 +159,9 @@ def _arrow(arrays: Sequence[tuple[str, Array]]) -> tuple[tuple[TensorMeta, ...],
             order = _order(array)
             storage = _STORAGE[datatype]
             flat = _flat(array)
-            values = pa.Array.from_buffers(storage, flat.size, [None, pa.py_buffer(flat.view(np.uint8))])
+            values = pa.Array.from_buffers(
+                storage, flat.size, [None, pa.py_buffer(flat.view(np.uint8))]
+            )
         offsets = pa.py_buffer(np.array([0, len(values)], dtype=np.int64))
         columns.append(
             pa.Array.from_buffers(pa.large_list(values.type), 1, [None, offsets], children=[values])

@@ -58,7 +58,7 @@ class HttpClient:
 
     def echo(self, payload: Payload) -> Payload:
         """One round trip; the result is a view on the reused receive buffer."""
-        self._conn.request("POST", _PATH, body=memoryview(payload), headers=_HEADERS)
+        self._conn.request("POST", _PATH, body=payload.data, headers=_HEADERS)
         response = self._conn.getresponse()
         nbytes = response.length
         if response.status != 200 or nbytes is None:
@@ -106,7 +106,7 @@ class SessionClient:
         return ClientSession(connector=TCPConnector(limit=1), timeout=ClientTimeout(total=None))
 
     async def _echo(self, payload: Payload) -> Payload:
-        async with self._session.post(self._url, data=memoryview(payload), headers=_HEADERS) as r:
+        async with self._session.post(self._url, data=payload.data, headers=_HEADERS) as r:
             return np.frombuffer(await r.read(), dtype=np.uint8)
 
     async def _timed(self, payload: Payload, reps: int) -> list[int]:

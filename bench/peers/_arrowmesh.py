@@ -10,8 +10,8 @@ from typing import Any, Final
 import numpy.typing as npt
 
 import sidecar
-from sidecar._loop import new_event_loop
 from bench._units import KiB
+from sidecar._loop import new_event_loop
 
 from ._base import Payload, Ready, ServerArgs, check_size, time_each
 
@@ -105,4 +105,3 @@ def tcp(ready: Ready) -> MeshEchoClient:
 def uds(ready: Ready) -> MeshEchoClient:
     """A client for the server's Unix socket."""
     return MeshEchoClient(ready["uds"])
-

@@ -89,7 +89,7 @@ class StreamClient:
         nbytes = payload.nbytes
         out = self._buffer.view(nbytes)
         got = 0
-        for chunk in self._call(_chunks(memoryview(payload))):
+        for chunk in self._call(_chunks(payload.data)):
             end = got + len(chunk)
             if end > nbytes:
                 raise EchoMismatch(f"grpc stream sent more than the {nbytes} bytes it got")

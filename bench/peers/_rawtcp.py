@@ -54,7 +54,7 @@ class RawTcpClient:
     def echo(self, payload: Payload) -> Payload:
         """One round trip; the result is a view on the reused receive buffer."""
         _LENGTH.pack_into(self._header, 0, payload.nbytes)
-        _send(self._sock, self._header, memoryview(payload))
+        _send(self._sock, self._header, payload.data)
         if not _recv_exactly(self._sock, memoryview(self._header)):
             raise EchoMismatch("tcp-raw server closed the connection")
         (nbytes,) = _LENGTH.unpack(self._header)

@@ -58,7 +58,7 @@ def _add_size(grid: Table, results: Results, size: int) -> None:
 
 
 def _times(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}×"
+    return "-" if value is None else f"{value:.2f}x"
 
 
 def print_verdicts(console: Console, verdicts: Sequence[Verdict]) -> None:
@@ -66,4 +66,6 @@ def print_verdicts(console: Console, verdicts: Sequence[Verdict]) -> None:
     console.print("[bold]targets[/] (ratios of medians from this run)")
     for verdict in verdicts:
         mark = {True: "[green]PASS[/]", False: "[red]FAIL[/]", None: "[yellow]----[/]"}
-        console.print(f"  {mark[verdict.passed]}  {verdict.target.describe()}: {verdict.describe()}")
+        console.print(
+            f"  {mark[verdict.passed]}  {verdict.target.describe()}: {verdict.describe()}"
+        )

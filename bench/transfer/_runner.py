@@ -74,7 +74,9 @@ def run(plan: Plan, on_progress: Progress) -> Results:
     with _connected(plan) as clients:
         for index, size in enumerate(plan.sizes):
             done_before = float(index * len(clients))
-            for name, summary in _measure_size(size, clients, plan.budget, on_progress, done_before):
+            for name, summary in _measure_size(
+                size, clients, plan.budget, on_progress, done_before
+            ):
                 summaries[(name, size)] = summary
     return Results(plan, summaries, time.monotonic() - started)
 
@@ -109,7 +111,9 @@ def _measure_size(
     for name, client in clients.items():
         on_progress(f"{label} warm-up {name}", done_before)
         typical[name] = _warm_up(name, client, payload, budget)
-    cells = _interleave(clients, payload, budget, typical, lambda d, f: on_progress(f"{label} {d}", done_before + f))
+    cells = _interleave(
+        clients, payload, budget, typical, lambda d, f: on_progress(f"{label} {d}", done_before + f)
+    )
     return [(name, Summary.of_ns(cells[name].samples)) for name in clients]
 
 
@@ -117,13 +121,17 @@ def _interleave(
     clients: Mapping[str, Client],
     payload: Payload,
     budget: _schedule.Budget,
-    typical: Mapping[str, int],
+    typical: dict[str, int],
     on_progress: Progress,
 ) -> dict[str, _Cell]:
     cells = {name: _Cell() for name in clients}
     names = list(clients)
     for round_index in range(_schedule.max_rounds(budget)):
-        open_cells = [n for n in names if not _schedule.is_done(budget, len(cells[n].samples), cells[n].spent_ns)]
+        open_cells = [
+            n
+            for n in names
+            if not _schedule.is_done(budget, len(cells[n].samples), cells[n].spent_ns)
+        ]
         if not open_cells:
             break
         for name in _schedule.turn_order(open_cells, round_index):

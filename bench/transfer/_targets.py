@@ -23,10 +23,10 @@ class Target:
     form: Literal["at most", "faster"]
 
     def describe(self) -> str:
-        """ "64 MiB: arrowmesh-tcp ≤ 1.25× tcp-raw"."""
+        """ "64 MiB: arrowmesh-tcp ≤ 1.25x tcp-raw"."""
         if self.form == "faster":
-            return f"{format_size(self.size)}: {OURS} ≥ {self.bound:g}× faster than {self.peer}"
-        return f"{format_size(self.size)}: {OURS} ≤ {self.bound:g}× {self.peer}"
+            return f"{format_size(self.size)}: {OURS} ≥ {self.bound:g}x faster than {self.peer}"
+        return f"{format_size(self.size)}: {OURS} ≤ {self.bound:g}x {self.peer}"
 
 
 TARGETS: Final = (
@@ -55,12 +55,12 @@ class Verdict:
         return self.measured <= self.target.bound
 
     def describe(self) -> str:
-        """ "ours/peer = 1.08×" or "peer/ours = 4.20×", or "not measured"."""
+        """ "ours/peer = 1.08x" or "peer/ours = 4.20x", or "not measured"."""
         if self.measured is None:
             return "not measured"
         if self.target.form == "faster":
-            return f"{self.target.peer}/ours = {self.measured:.2f}×"
-        return f"ours/{self.target.peer} = {self.measured:.2f}×"
+            return f"{self.target.peer}/ours = {self.measured:.2f}x"
+        return f"ours/{self.target.peer} = {self.measured:.2f}x"
 
 
 def judge(median: Median) -> list[Verdict]:

@@ -23,7 +23,9 @@ serve(handler, service="inc", ready_file={ready!r}, uds_path={uds!r})
 """
 
 
-def test_blocking_client_calls_from_many_threads(serve_process: Callable[[str], ServeProcess]) -> None:
+def test_blocking_client_calls_from_many_threads(
+    serve_process: Callable[[str], ServeProcess],
+) -> None:
     server = serve_process(SERVER)
     errors: list[BaseException] = []
     with BlockingMeshClient(server.mesh) as client:

@@ -49,14 +49,18 @@ async def started() -> AsyncIterator[Callable[..., Awaitable[Service]]]:
 
 
 @pytest.mark.parametrize("handler", [async_double, sync_double], ids=["async", "sync"])
-async def test_sync_and_async_handlers_serve_requests(started: Callable[..., Awaitable[Service]], handler: Any) -> None:
+async def test_sync_and_async_handlers_serve_requests(
+    started: Callable[..., Awaitable[Service]], handler: Any
+) -> None:
     svc = await started(handler)
     async with MeshClient(svc.address) as client:
         out = await client.infer("double", {"x": np.arange(5, dtype=np.float32)})
     np.testing.assert_array_equal(out["y"], np.arange(5, dtype=np.float32) * 2)
 
 
-async def test_handler_exception_reaches_the_caller_typed_and_the_service_keeps_serving(started: Callable[..., Awaitable[Service]]) -> None:
+async def test_handler_exception_reaches_the_caller_typed_and_the_service_keeps_serving(
+    started: Callable[..., Awaitable[Service]],
+) -> None:
     def picky(inputs: Arrays) -> Arrays:
         if inputs["x"].sum() < 0:
             raise ValueError("negative input is not allowed")
@@ -72,7 +76,9 @@ async def test_handler_exception_reaches_the_caller_typed_and_the_service_keeps_
     assert svc.stats.requests == 2 and svc.stats.failures == 1
 
 
-async def test_handler_returning_something_else_than_a_dict_is_a_handler_error(started: Callable[..., Awaitable[Service]]) -> None:
+async def test_handler_returning_something_else_than_a_dict_is_a_handler_error(
+    started: Callable[..., Awaitable[Service]],
+) -> None:
     async def wrong(inputs: Arrays) -> Any:
         return [1, 2, 3]
 
@@ -82,7 +88,9 @@ async def test_handler_returning_something_else_than_a_dict_is_a_handler_error(s
             await client.infer("double", {})
 
 
-async def test_handler_output_that_cannot_be_sent_is_a_handler_error(started: Callable[..., Awaitable[Service]]) -> None:
+async def test_handler_output_that_cannot_be_sent_is_a_handler_error(
+    started: Callable[..., Awaitable[Service]],
+) -> None:
     async def complex_out(inputs: Arrays) -> Arrays:
         return {"z": np.zeros(2, dtype=np.complex128)}
 
@@ -100,7 +108,9 @@ async def test_unknown_service_is_not_found(started: Callable[..., Awaitable[Ser
     assert info.value.code is ErrorCode.NOT_FOUND
 
 
-async def test_inputs_the_protocol_cannot_carry_raise_invalid_input_before_sending(started: Callable[..., Awaitable[Service]]) -> None:
+async def test_inputs_the_protocol_cannot_carry_raise_invalid_input_before_sending(
+    started: Callable[..., Awaitable[Service]],
+) -> None:
     svc = await started(async_double)
     async with MeshClient(svc.address) as client:
         with pytest.raises(InvalidInput, match="complex"):
@@ -108,7 +118,9 @@ async def test_inputs_the_protocol_cannot_carry_raise_invalid_input_before_sendi
     assert svc.stats.requests == 0
 
 
-async def test_timeout_raises_deadline_exceeded_and_cancels_the_handler(started: Callable[..., Awaitable[Service]]) -> None:
+async def test_timeout_raises_deadline_exceeded_and_cancels_the_handler(
+    started: Callable[..., Awaitable[Service]],
+) -> None:
     cancelled = asyncio.Event()
 
     async def stuck(inputs: Arrays) -> Arrays:
@@ -128,18 +140,25 @@ async def test_timeout_raises_deadline_exceeded_and_cancels_the_handler(started:
         assert isinstance(DeadlineExceeded("x"), TimeoutError)
 
 
-async def test_many_concurrent_callers_share_one_connection(started: Callable[..., Awaitable[Service]]) -> None:
+async def test_many_concurrent_callers_share_one_connection(
+    started: Callable[..., Awaitable[Service]],
+) -> None:
     svc = await started(async_double)
     async with MeshClient(svc.address) as client:
         outs = await asyncio.gather(
-            *(client.infer("double", {"x": np.full(1000 * (i % 7), i, np.int64)}) for i in range(200))
+            *(
+                client.infer("double", {"x": np.full(1000 * (i % 7), i, np.int64)})
+                for i in range(200)
+            )
         )
         assert svc.server.connections == 1
     for i, out in enumerate(outs):
         assert (out["y"] == 2 * i).all() and out["y"].size == 1000 * (i % 7)
 
 
-async def test_connections_option_spreads_callers_over_several_links(started: Callable[..., Awaitable[Service]]) -> None:
+async def test_connections_option_spreads_callers_over_several_links(
+    started: Callable[..., Awaitable[Service]],
+) -> None:
     svc = await started(async_double)
     async with MeshClient(svc.address, connections=3) as client:
         await asyncio.gather(*(client.infer("double", {"x": np.ones(10)}) for _ in range(30)))
@@ -152,7 +171,9 @@ async def test_unreachable_service_raises_unavailable() -> None:
             await client.infer("x", {})
 
 
-async def test_client_reconnects_after_the_service_restarts_on_the_same_address(started: Callable[..., Awaitable[Service]]) -> None:
+async def test_client_reconnects_after_the_service_restarts_on_the_same_address(
+    started: Callable[..., Awaitable[Service]],
+) -> None:
     svc = await started(async_double)
     port = int(svc.address.rsplit(":", 1)[1])
     async with MeshClient(svc.address) as client:
@@ -168,7 +189,9 @@ async def test_client_reconnects_after_the_service_restarts_on_the_same_address(
             await again.aclose()
 
 
-async def test_outputs_are_read_only_views_and_buffers_return_when_dropped(started: Callable[..., Awaitable[Service]]) -> None:
+async def test_outputs_are_read_only_views_and_buffers_return_when_dropped(
+    started: Callable[..., Awaitable[Service]],
+) -> None:
     svc = await started(async_double)
     async with MeshClient(svc.address) as client:
         out = await client.infer("double", {"x": np.ones(1 << 20, np.float32)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -55,7 +56,10 @@ def same(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> bool:
         return False
     if a.dtype == object:
         return b.dtype == object and a.ravel().tolist() == b.ravel().tolist()
-    return a.dtype == b.dtype and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+    return (
+        a.dtype == b.dtype
+        and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+    )
 
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=7)
@@ -66,12 +70,18 @@ def tensors_of_any_type(draw: st.DrawFn) -> npt.NDArray[Any]:
     datatype = draw(st.sampled_from(DATATYPES))
     shape = draw(shapes)
     if datatype == "BYTES":
-        items = draw(st.lists(st.binary(max_size=20), min_size=math.prod(shape), max_size=math.prod(shape)))
+        items = draw(
+            st.lists(st.binary(max_size=20), min_size=math.prod(shape), max_size=math.prod(shape))
+        )
         array = np.empty(len(items), dtype=object)
         array[:] = items
         return array.reshape(shape)
     dtype = numpy_dtype(datatype)
-    raw = draw(st.binary(min_size=math.prod(shape) * dtype.itemsize, max_size=math.prod(shape) * dtype.itemsize))
+    raw = draw(
+        st.binary(
+            min_size=math.prod(shape) * dtype.itemsize, max_size=math.prod(shape) * dtype.itemsize
+        )
+    )
     array = np.frombuffer(raw, dtype=np.uint8).view(dtype).reshape(shape)
     if datatype == "BOOL":
         array = array.view(np.uint8).astype(bool)
@@ -94,13 +104,16 @@ def test_encode_decode_is_identity_for_every_datatype_and_shape(
 @pytest.mark.parametrize("datatype", DATATYPES)
 @pytest.mark.parametrize("limits", [INLINE, ARROW], ids=["inline", "arrow"])
 def test_every_datatype_roundtrips_exactly(datatype: str, limits: Limits) -> None:
+    array: npt.NDArray[Any]
     if datatype == "BYTES":
         array = np.array([b"", b"\x00\xff", "héllo".encode()] * 4, dtype=object).reshape(3, 4)
     elif datatype == "BOOL":
         array = (np.arange(24) % 3 == 0).reshape(2, 3, 4)
     else:
         dtype = numpy_dtype(datatype)
-        array = np.frombuffer(np.random.default_rng(7).bytes(24 * dtype.itemsize), dtype=dtype).reshape(2, 3, 4)
+        array = np.frombuffer(
+            np.random.default_rng(7).bytes(24 * dtype.itemsize), dtype=dtype
+        ).reshape(2, 3, 4)
     assert same(roundtrip({"t": array}, limits)["t"], array)
 
 
@@ -115,7 +128,11 @@ def test_small_messages_travel_inline_and_large_ones_as_arrow() -> None:
 def test_encoding_a_contiguous_tensor_does_not_copy_it() -> None:
     array = np.arange(1 << 18, dtype=np.float64)
     _, parts, _ = encode_tensors({"a": array}, INLINE)
-    assert any(np.shares_memory(np.frombuffer(p, dtype=np.uint8), array) for p in parts if memoryview(p).nbytes == array.nbytes)
+    assert any(
+        np.shares_memory(np.frombuffer(p, dtype=np.uint8), array)
+        for p in parts
+        if memoryview(p).nbytes == array.nbytes
+    )
 
 
 @pytest.mark.parametrize("datatype", FIXED)
@@ -129,7 +146,7 @@ def test_decoded_arrays_are_views_on_the_received_body(datatype: str) -> None:
         view = np.frombuffer(part, dtype=np.uint8)
         body[offset : offset + view.size] = view
         offset += view.size
-    out = decode_tensors(metas, memoryview(body), ARROW)
+    out = decode_tensors(metas, memoryview(body.data), ARROW)
     assert np.shares_memory(out["a"], body) and np.shares_memory(out["b"], body)
     assert not out["a"].flags.writeable
 
@@ -184,11 +201,9 @@ def test_rank_and_count_limits_raise_limit_exceeded() -> None:
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=300))
 def test_garbage_headers_raise_only_frame_error(data: bytes) -> None:
-    try:
+    with contextlib.suppress(FrameError):
         header = unpack_header(data, INLINE)
         decode_tensors(header.tensors, None, INLINE)
-    except FrameError:
-        pass
 
 
 @settings(max_examples=200, deadline=None)
@@ -198,13 +213,13 @@ def test_corrupted_or_truncated_bodies_raise_only_frame_error(data: st.DataObjec
     metas, parts, body_len = encode_tensors(arrays, ARROW)
     body = bytearray(b"".join(bytes(memoryview(p).cast("B")) for p in parts))
     cut = data.draw(st.integers(0, body_len))
-    flips = data.draw(st.lists(st.tuples(st.integers(0, body_len - 1), st.integers(0, 255)), max_size=8))
+    flips = data.draw(
+        st.lists(st.tuples(st.integers(0, body_len - 1), st.integers(0, 255)), max_size=8)
+    )
     for at, value in flips:
         body[at] = value
-    try:
+    with contextlib.suppress(FrameError):
         decode_tensors(metas, memoryview(body[:cut]), ARROW)
-    except FrameError:
-        pass
 
 
 def test_header_and_body_that_disagree_raise_frame_error() -> None:

@@ -1,0 +1,61 @@
+"""`sidecar bench ...`: one subcommand per benchmark, each a module with two functions.
+
+A subcommand module provides `add_arguments(parser)` and `run(args, console) -> int`;
+registering one is a line in `_COMMANDS` (later: hop, balance, discovery, oip, soak, all).
+Exit codes: 0 after a report (missed targets included), 2 for bad usage, 1 when the run
+could not finish, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Final, Protocol, cast
+
+from rich.console import Console
+
+from ._errors import BenchError
+
+_COMMANDS: Final = {
+    "transfer": ("bench.transfer", "round trips of one tensor: arrowmesh vs floor and peers"),
+}
+
+
+class Command(Protocol):
+    """What a subcommand module provides."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace, console: Console) -> int: ...
+
+
+def main(argv: list[str]) -> int:
+    """Run `bench` with the arguments after `bench`; returns the exit code."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)
+    try:
+        return _load(args.command).run(args, console)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: servers stopped, no report written")
+        return 130
+    except BenchError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sidecar bench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, summary) in _COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary)
+        _load(name).add_arguments(sub)
+    return parser
+
+
+def _load(name: str) -> Command:
+    return cast(Command, importlib.import_module(_COMMANDS[name][0]))
