@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from transport import BufferPool, Limits
@@ -49,6 +50,7 @@ class BlockingMeshClient:
         self._all: list[tuple[asyncio.AbstractEventLoop, MeshClient]] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._executor: ThreadPoolExecutor | None = None
 
     def infer(
         self,
@@ -60,23 +62,42 @@ class BlockingMeshClient:
         traceparent: str | None = None,
     ) -> Tensors:
         """As `MeshClient.infer`, blocking until the outputs arrive."""
-        loop, client = self._mine()
-        return loop.run_until_complete(
-            client.infer(
+        return self._run(
+            lambda client: client.infer(
                 service, inputs, timeout=timeout, affinity_key=affinity_key, traceparent=traceparent
             )
         )
 
     def ping(self, timeout: float = 5.0) -> float:
         """As `MeshClient.ping`."""
+        return self._run(lambda client: client.ping(timeout))
+
+    def _run(self, call: Callable[[MeshClient], Coroutine[Any, Any, T]]) -> T:
+        if _loop_running():
+            # Called from async code (a notebook, say): this thread's loop is busy, so
+            # the call runs on a worker thread with a loop of its own.
+            return self._worker().submit(self._run, call).result()
         loop, client = self._mine()
-        return loop.run_until_complete(client.ping(timeout))
+        return loop.run_until_complete(call(client))
+
+    def _worker(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="arrowmesh-client")
+            return self._executor
 
     def close(self) -> None:
         """Close every thread's links and loop."""
+        if _loop_running():  # as in _run: this thread's loop is busy
+            with ThreadPoolExecutor(1) as closer:
+                closer.submit(self.close).result()
+            return
         with self._lock:
             self._closed = True
             pairs, self._all = self._all, []
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown()
         for loop, client in pairs:
             loop.run_until_complete(client.aclose())
             loop.close()
@@ -107,3 +128,11 @@ class BlockingMeshClient:
 
 def _run(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
     return loop.run_until_complete(coro)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -80,6 +80,7 @@ class Header:
     params: Params = field(default_factory=dict)
 
 
+_MAX_TIMEOUT: Final = 1e9  # also rejects NaN and infinity
 _KINDS: Final = {int(k): k for k in Kind}
 _PLACEMENTS: Final = {int(p): p for p in Placement}
 _CODES: Final = {c.value: c for c in ErrorCode}
@@ -135,8 +136,12 @@ def _header_from_map(raw: dict[str, object], limits: Limits) -> Header:
     if kind is None:
         raise FrameError(f"unknown message kind {raw.get('k')!r}")
     timeout = raw.get("t")
-    if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool)):
-        raise FrameError(f"timeout must be a number of seconds, got {timeout!r}")
+    if timeout is not None and (
+        not isinstance(timeout, int | float)
+        or isinstance(timeout, bool)
+        or not 0 <= timeout < _MAX_TIMEOUT
+    ):
+        raise FrameError(f"timeout must be a number of seconds in [0, 1e9), got {timeout!r}")
     body_len = _int(raw.get("bl", 0), "bl")
     if body_len < 0:
         raise FrameError(f"body length {body_len} is negative")
