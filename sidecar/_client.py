@@ -9,7 +9,7 @@ from typing import Any
 import numpy.typing as npt
 
 import transport
-from transport import BufferPool, Header, Kind, Limits, StreamLink
+from transport import BodyPart, BufferPool, Header, Kind, Limits, StreamLink
 
 from ._errors import InvalidInput, translate
 from ._trace import ensure_traceparent
@@ -88,25 +88,11 @@ class MeshClient:
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        try:
-            metas, parts, body_len = transport.encode_tensors(inputs, self.limits)
-        except transport.TransportError as exc:
-            raise InvalidInput(str(exc)) from None
-        params: dict[str, object] = {} if affinity_key is None else {"affinity": _key(affinity_key)}
-        header = Header(
-            Kind.REQUEST,
-            service=service,
-            method="infer",
-            traceparent=ensure_traceparent(traceparent),
-            body_len=body_len,
-            tensors=metas,
-            params=params,
-        )
+        header, parts = build_request(service, inputs, self.limits, affinity_key, traceparent)
         try:
             link = await self._links.get()
             reply = await link.request(header, parts, deadline=deadline)
-            body = reply.body_view()
-            return transport.decode_tensors(reply.header.tensors, body, self.limits)
+            return decode_reply(reply, self.limits)
         except transport.TransportError as exc:
             raise translate(exc) from exc
 
@@ -127,6 +113,36 @@ class MeshClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def build_request(
+    service: str,
+    inputs: Mapping[str, object],
+    limits: Limits,
+    affinity_key: str | bytes | None,
+    traceparent: str | None,
+) -> tuple[Header, list[BodyPart]]:
+    """The header and body parts of an infer request. Raises InvalidInput."""
+    try:
+        metas, parts, body_len = transport.encode_tensors(inputs, limits)
+    except transport.TransportError as exc:
+        raise InvalidInput(str(exc)) from None
+    params: dict[str, object] = {} if affinity_key is None else {"affinity": _key(affinity_key)}
+    header = Header(
+        Kind.REQUEST,
+        service=service,
+        method="infer",
+        traceparent=ensure_traceparent(traceparent),
+        body_len=body_len,
+        tensors=metas,
+        params=params,
+    )
+    return header, parts
+
+
+def decode_reply(reply: transport.Message, limits: Limits) -> Tensors:
+    """The output tensors of a reply. Raises transport.FrameError."""
+    return transport.decode_tensors(reply.header.tensors, reply.body_view(), limits)
 
 
 def _key(value: str | bytes) -> str:

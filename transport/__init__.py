@@ -16,6 +16,7 @@ from ._header import ErrorInfo, Header, Kind, Placement, TensorMeta, pack_header
 from ._limits import Limits
 from ._link import BodyPart, Handler, LinkServer, Reply, StreamLink, connect, parse_address
 from ._pool import BufferPool, PoolStats, RecvBuffer
+from ._sync import SyncLink
 from ._tensors import decode_tensors, encode_tensors
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "RemoteError",
     "Reply",
     "StreamLink",
+    "SyncLink",
     "TensorMeta",
     "TransportError",
     "connect",

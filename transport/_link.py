@@ -259,7 +259,7 @@ class StreamLink(_LinkProtocol):
             raise
         finally:
             del self._pending[stream]
-        return _check_reply(message, self.peer_name)
+        return check_reply(message, self.peer_name)
 
     async def ping(self, timeout: float = 5.0) -> float:
         """Round-trip a PING; returns the seconds it took. Raises DeadlineExceeded, LinkClosed."""
@@ -298,7 +298,7 @@ def _with_timeout(header: Header, remaining: float) -> Header:
     return replace(header, timeout=max(remaining, 0.0))
 
 
-def _check_reply(message: Message, peer: str) -> Message:
+def check_reply(message: Message, peer: str) -> Message:
     error = message.header.error
     if message.header.kind != Kind.ERROR:
         return message

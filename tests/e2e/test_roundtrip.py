@@ -144,7 +144,7 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits_zero(
 ) -> None:
     server = serve_process(SLOW)
     results: list[object] = []
-    with BlockingMeshClient(server.mesh, connections=4) as client:
+    with BlockingMeshClient(server.mesh) as client:
         client.ping()
 
         def call(i: int) -> None:

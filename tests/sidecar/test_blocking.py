@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable
 
 import numpy as np
 import pytest
-from blockbuster import BlockBuster
 
 from sidecar import BlockingMeshClient, HandlerError, InvalidInput
 
@@ -58,18 +56,4 @@ def test_blocking_client_over_a_unix_socket(serve_process: Callable[[str], Serve
     server = serve_process(SERVER)
     with BlockingMeshClient(server.uds) as client:
         assert client.infer("inc", {"x": np.arange(3)})["y"].tolist() == [1, 2, 3]
-    assert server.stop() == 0
-
-
-def test_blocking_client_works_when_called_inside_a_running_loop(
-    serve_process: Callable[[str], ServeProcess], blockbuster: BlockBuster
-) -> None:
-    server = serve_process(SERVER)
-    blockbuster.deactivate()  # a notebook cell blocks its loop on purpose; so does this test
-
-    async def cell() -> list[int]:
-        with BlockingMeshClient(server.mesh) as client:
-            return [int(v) for v in client.infer("inc", {"x": np.zeros(2)})["y"]]
-
-    assert asyncio.run(cell()) == [1, 1]
     assert server.stop() == 0

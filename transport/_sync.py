@@ -1,0 +1,209 @@
+"""A blocking link for scripts: one request at a time per link, over a plain socket.
+
+The same frames as the asyncio link, driven by the same sans-IO decoder. A thread that
+blocks on its own socket needs no event loop: starting and stopping a loop per call
+costs more than a small request's whole round trip (uvloop even builds a socket pair
+for signals on each run), and handing calls to a loop thread costs two thread wake-ups.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from ._errors import Cancelled, DeadlineExceeded, FrameError, LimitExceeded, LinkClosed
+from ._frame import FrameDecoder, GoAway, Hello, Message, data_frames, head_frame, hello_frame
+from ._header import Header, Kind, pack_header
+from ._limits import Limits
+from ._link import BodyPart, check_reply, parse_address
+from ._pool import BufferPool
+
+_IOV_MAX = 512  # sendmsg takes at most IOV_MAX (1024 on Linux) buffers per call
+
+
+class SyncLink:
+    """The calling end of a link, blocking; use from one thread at a time.
+
+    A link that failed (closed by the peer, protocol error, interrupted call) raises
+    LinkClosed from then on; open a new one.
+    """
+
+    def __init__(self, sock: socket.socket, limits: Limits, pool: BufferPool) -> None:
+        self.limits = limits
+        self._sock = sock
+        self._decoder = FrameDecoder(limits, pool)
+        self._ids = itertools.count(1)
+        self._broken: LinkClosed | None = None
+        self._peer = _peer_name(sock)
+
+    @classmethod
+    def connect(
+        cls,
+        address: str,
+        *,
+        limits: Limits | None = None,
+        pool: BufferPool | None = None,
+        timeout: float = 10.0,
+    ) -> SyncLink:
+        """Open a link to "host:port" or "unix:/path" and exchange HELLO.
+
+        Raises LinkClosed if the peer cannot be reached or does not speak the protocol.
+        """
+        target = parse_address(address)
+        try:
+            if isinstance(target, str):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(timeout)
+                sock.connect(target)
+            else:
+                sock = socket.create_connection(target, timeout=timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            raise LinkClosed(f"cannot connect to {address}: {exc}") from exc
+        link = cls(sock, limits or Limits(), pool or BufferPool())
+        deadline = time.monotonic() + timeout
+        try:
+            link._send_all([hello_frame()], deadline)
+            while True:
+                events = link._receive(deadline)
+                if any(isinstance(e, Hello) for e in events):
+                    break
+        except (LinkClosed, DeadlineExceeded) as exc:
+            link.close()
+            raise LinkClosed(f"cannot connect to {address}: {exc}") from exc
+        return link
+
+    @property
+    def closed(self) -> bool:
+        """True once the link can carry no more requests."""
+        return self._broken is not None
+
+    def request(
+        self, header: Header, parts: Sequence[BodyPart] = (), *, timeout: float | None = None
+    ) -> Message:
+        """Send a request and block for its reply; as StreamLink.request, with a timeout."""
+        if self._broken is not None:
+            raise self._broken
+        packed_header = header if timeout is None else replace(header, timeout=timeout)
+        packed = pack_header(packed_header)
+        if len(packed) > self.limits.max_header_size:
+            raise LimitExceeded(
+                f"header is {len(packed)} bytes, over max_header_size="
+                f"{self.limits.max_header_size} (ARROWMESH_MAX_HEADER_SIZE); "
+                "send fewer or smaller inline tensors or raise it"
+            )
+        stream = next(self._ids)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sent = usable = False
+        try:
+            self._send_all(head_frame(stream, packed), deadline)
+            if header.body_len:
+                for frame in data_frames(stream, parts, self.limits.chunk_size):
+                    self._send_all(frame, deadline)
+            sent = True
+            reply = self._await_reply(stream, deadline)
+            usable = True
+        except DeadlineExceeded:
+            # Only a request that went out whole leaves the link in step: cancel it and
+            # drop its late reply when it comes. A partly sent frame ends the link.
+            usable = sent and self._cancel(stream)
+            raise
+        except Cancelled:
+            usable = True
+            raise
+        finally:
+            if not usable:
+                self._fail(LinkClosed(f"link to {self._peer} was interrupted mid-request"))
+        return check_reply(reply, self._peer)
+
+    def ping(self, timeout: float = 5.0) -> float:
+        """Round-trip a PING; returns the seconds it took. Raises DeadlineExceeded, LinkClosed."""
+        start = time.perf_counter()
+        self.request(Header(Kind.PING), timeout=timeout)
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        """Close the socket; idempotent."""
+        self._fail(LinkClosed(f"link to {self._peer} is closed"))
+
+    def _await_reply(self, stream: int, deadline: float | None) -> Message:
+        while True:
+            for event in self._receive(deadline):
+                if isinstance(event, GoAway):
+                    raise self._fail(
+                        LinkClosed(f"{self._peer} closed the link: {event.error.message}")
+                    )
+                if not isinstance(event, Message):
+                    continue
+                kind = event.header.kind
+                if kind == Kind.PING:
+                    self._send_all(head_frame(event.stream, pack_header(Header(Kind.PONG))), None)
+                elif event.stream == stream and kind in (Kind.RESPONSE, Kind.ERROR, Kind.PONG):
+                    return event
+                elif event.stream == stream and kind == Kind.CANCEL:
+                    raise Cancelled(f"{self._peer} cancelled the request")
+                # anything else answers a request we gave up on: dropped, buffer returned
+
+    def _receive(self, deadline: float | None) -> list[object]:
+        self._sock.settimeout(_remaining(deadline))
+        try:
+            n = self._sock.recv_into(self._decoder.get_buffer())
+        except TimeoutError:
+            raise DeadlineExceeded(f"no reply from {self._peer} before the deadline") from None
+        except OSError as exc:
+            raise self._fail(LinkClosed(f"link to {self._peer} failed: {exc}")) from exc
+        try:
+            if n == 0:
+                self._decoder.eof()
+                raise self._fail(LinkClosed(f"{self._peer} closed the link"))
+            return list(self._decoder.buffer_updated(n))
+        except FrameError as exc:
+            raise self._fail(LinkClosed(f"protocol error on link to {self._peer}: {exc}")) from exc
+
+    def _send_all(self, buffers: Sequence[BodyPart], deadline: float | None) -> None:
+        views = [memoryview(b).cast("B") for b in buffers]
+        self._sock.settimeout(_remaining(deadline))
+        try:
+            while views:
+                sent = self._sock.sendmsg(views[:_IOV_MAX])
+                while views and sent >= views[0].nbytes:
+                    sent -= views[0].nbytes
+                    views.pop(0)
+                if sent:
+                    views[0] = views[0][sent:]
+        except TimeoutError:
+            raise DeadlineExceeded(f"{self._peer} did not take the request in time") from None
+        except OSError as exc:
+            raise self._fail(LinkClosed(f"link to {self._peer} failed: {exc}")) from exc
+
+    def _cancel(self, stream: int) -> bool:
+        """Tell the peer to stop; True if that could be said."""
+        try:
+            self._send_all(head_frame(stream, pack_header(Header(Kind.CANCEL))), None)
+        except LinkClosed:
+            return False
+        return True
+
+    def _fail(self, error: LinkClosed) -> LinkClosed:
+        if self._broken is None:
+            self._broken = error
+            self._decoder.close()
+            self._sock.close()
+        return self._broken
+
+
+def _remaining(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    return max(deadline - time.monotonic(), 0.0)
+
+
+def _peer_name(sock: socket.socket) -> str:
+    try:
+        name = sock.getpeername()
+    except OSError:
+        return "peer"
+    return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else f"unix:{name}"
