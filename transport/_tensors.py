@@ -79,8 +79,12 @@ def encode_tensors(
             f"{len(tensors)} tensors, over max_tensors={limits.max_tensors} "
             "(ARROWMESH_MAX_TENSORS); send fewer tensors or raise it"
         )
-    arrays = [(str(name), _prepare(name, value, limits)) for name, value in tensors.items()]
-    total = sum(_payload_size(a) for _, a in arrays)
+    arrays = []
+    total = 0
+    for name, value in tensors.items():
+        array = _prepare(name, value, limits)
+        arrays.append((name, array))
+        total += _payload_size(array)
     if total <= limits.inline_threshold:
         return tuple(_inline(name, a) for name, a in arrays), [], 0
     if total > limits.max_message_size:
@@ -92,9 +96,9 @@ def encode_tensors(
 
 
 def _prepare(name: object, value: object, limits: Limits) -> Array:
-    if not isinstance(name, str):
+    if type(name) is not str:
         raise FrameError(f"tensor names must be strings, got {name!r:.80}")
-    array = np.asarray(value)
+    array = value if type(value) is np.ndarray else np.asarray(value)
     if array.ndim > limits.max_rank:
         raise LimitExceeded(
             f"tensor {name!r} has rank {array.ndim}, over max_rank={limits.max_rank} "
@@ -111,7 +115,7 @@ def _prepare(name: object, value: object, limits: Limits) -> Array:
 
 
 def _payload_size(array: Array) -> int:
-    if array.dtype.kind in "OSU":
+    if array.dtype.hasobject or array.dtype.kind in "SU":
         return sum(len(b) + 4 for b in _bytes_elements(array))
     return array.nbytes
 
@@ -143,8 +147,8 @@ def _inline(name: str, array: Array) -> TensorMeta:
     shape = tuple(array.shape)
     if datatype == BYTES:
         return TensorMeta(name, BYTES, shape, "C", Placement.INLINE, _bytes_elements(array))
-    data = _flat(array).view(np.uint8).data.tobytes() if array.size else b""
-    return TensorMeta(name, datatype, shape, _order(array), Placement.INLINE, data)
+    # tobytes(order="A") copies in memory order: Fortran for F-contiguous arrays
+    return TensorMeta(name, datatype, shape, _order(array), Placement.INLINE, array.tobytes("A"))
 
 
 def _arrow(arrays: Sequence[tuple[str, Array]]) -> tuple[tuple[TensorMeta, ...], list[Buffer], int]:
@@ -181,7 +185,7 @@ def decode_tensors(
 
     Raises FrameError when the header and body disagree or the body is not valid Arrow IPC.
     """
-    batch = _read_batch(body) if any(m.placement is Placement.ARROW for m in metas) else None
+    batch = None
     out: dict[str, Array] = {}
     for meta in metas:
         if meta.name in out:
@@ -191,12 +195,12 @@ def decode_tensors(
                 f"tensor {meta.name!r} has rank {len(meta.shape)}, over max_rank={limits.max_rank}"
             )
         if meta.placement is Placement.INLINE:
-            array = _from_inline(meta)
+            out[meta.name] = _from_inline(meta)  # views on `bytes`: read-only already
         else:
-            assert batch is not None
+            batch = _read_batch(body) if batch is None else batch
             array = _from_column_checked(meta, batch)
-        array.flags.writeable = False
-        out[meta.name] = array
+            array.flags.writeable = False
+            out[meta.name] = array
     return out
 
 
@@ -229,6 +233,7 @@ def _bytes_array(meta: TensorMeta, elements: Sequence[bytes]) -> Array:
         )
     array = np.empty(len(elements), dtype=object)
     array[:] = elements
+    array.flags.writeable = False
     return array.reshape(meta.shape)
 
 
