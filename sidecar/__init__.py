@@ -12,6 +12,7 @@ from ._errors import (
     Unavailable,
 )
 from ._serve import Service, ServiceStats, serve
+from ._settings import Settings
 
 __all__ = [
     "STATUS",
@@ -24,6 +25,7 @@ __all__ = [
     "RemoteError",
     "Service",
     "ServiceStats",
+    "Settings",
     "Tensors",
     "Unavailable",
     "serve",

@@ -15,6 +15,7 @@ from transport import BufferPool, Limits, SyncLink
 
 from ._client import MeshClient, Tensors, build_request, decode_reply
 from ._errors import InvalidInput, translate
+from ._settings import Settings
 
 
 class _PerThread(threading.local):
@@ -32,7 +33,7 @@ class BlockingMeshClient:
     ) -> None:
         MeshClient(sidecar)  # validates the address now, not on first call
         self._sidecar = sidecar
-        self.limits = limits or Limits()
+        self.limits = limits or Settings().limits()
         self.pool = pool or BufferPool()
         self._local = _PerThread()
         self._links: list[SyncLink] = []

@@ -12,6 +12,7 @@ import transport
 from transport import BodyPart, BufferPool, Header, Kind, Limits, StreamLink
 
 from ._errors import InvalidInput, translate
+from ._settings import Settings
 from ._trace import ensure_traceparent
 
 Tensors = dict[str, npt.NDArray[Any]]
@@ -68,7 +69,7 @@ class MeshClient:
             transport.parse_address(sidecar)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
-        self.limits = limits or Limits()
+        self.limits = limits or Settings().limits()
         self.pool = pool or BufferPool()
         self._links = _LinkPool(sidecar, connections, self.limits, self.pool)
 

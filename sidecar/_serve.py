@@ -30,6 +30,7 @@ from transport import (
 )
 
 from ._loop import run
+from ._settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Service:
         if not service:
             raise ValueError("service name must not be empty")
         self.service = service
-        self.limits = limits or Limits()
+        self.limits = limits or Settings().limits()
         self.pool = pool or BufferPool()
         self.stats = ServiceStats()
         self._handler = handler
