@@ -3,19 +3,28 @@
 A subcommand module provides `add_arguments(parser)` and `run(args, console) -> int`;
 registering one is a line in `_COMMANDS` (later: hop, balance, discovery, oip, soak, all).
 Exit codes: 0 after a report (missed targets included), 2 for bad usage, 1 when the run
-could not finish, 130 on Ctrl-C.
+could not finish, 130 on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
 from typing import Final, Protocol, cast
 
 from rich.console import Console
 
 from ._errors import BenchError
 
+_DESCRIPTION: Final = (
+    "Measure arrowmesh against the transports people use instead, in one interleaved run; "
+    "print a report and write JSON and a plot."
+)
 _COMMANDS: Final = {
     "transfer": ("bench.transfer", "round trips of one tensor: arrowmesh vs floor and peers"),
 }
@@ -39,7 +48,8 @@ def main(argv: list[str]) -> int:
     if not console.is_terminal:
         console.width = max(console.width, 120)
     try:
-        return _load(args.command).run(args, console)
+        with _sigterm_as_interrupt():
+            return _load(args.command).run(args, console)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: servers stopped, no report written")
         return 130
@@ -48,8 +58,25 @@ def main(argv: list[str]) -> int:
         return 1
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so server children and temporary files are cleaned up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sidecar bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="sidecar bench", description=_DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, summary) in _COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary)

@@ -18,3 +18,7 @@ class ServerFailed(BenchError):
 
 class EchoMismatch(BenchError):
     """A round trip returned bytes that differ from what was sent."""
+
+
+class PeerHung(BenchError):
+    """A round trip overran the watchdog's bound; the servers were stopped to end it."""

@@ -5,10 +5,13 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import subprocess
 from importlib import metadata
+from pathlib import Path
 from typing import Final
 
 _PACKAGES: Final = ("numpy", "pyarrow", "grpcio", "aiohttp", "uvloop", "arrowmesh")
+_REPO: Final = Path(__file__).resolve().parent.parent
 
 
 def machine_info() -> dict[str, object]:
@@ -21,6 +24,7 @@ def machine_info() -> dict[str, object]:
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "versions": {name: _version(name) for name in _PACKAGES},
+        "source": _source_revision(),
     }
 
 
@@ -29,3 +33,20 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def _source_revision() -> str | None:
+    """The git commit of this checkout, "+dirty" if it has changes; None outside git."""
+    try:
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(_REPO), *args], capture_output=True, text=True, timeout=10, check=True
+    )
+    return done.stdout.strip()

@@ -16,13 +16,15 @@ from ._units import format_size
 Series = Mapping[str, Sequence[tuple[int, float]]]  # transport -> (size, seconds)
 
 
-def plot_latency(path: Path, series: Series, title: str) -> None:
-    """Draw median round trip (seconds) against size (bytes) for each transport into `path`."""
+def plot_latency(path: Path, series: Series, title: str, highlight: str | None = None) -> None:
+    """Draw median round trip (seconds) against size (bytes) per transport into `path` (PNG)."""
     figure, axes = plt.subplots(figsize=(9, 6), dpi=120)
     try:
         for name, points in series.items():
             sizes = [size for size, _ in points]
-            axes.loglog(sizes, [seconds for _, seconds in points], marker="o", label=name)
+            width = 3.0 if name == highlight else 1.5
+            seconds = [value for _, value in points]
+            axes.loglog(sizes, seconds, marker="o", linewidth=width, label=name)
         sizes = sorted({size for points in series.values() for size, _ in points})
         axes.set_xticks(sizes, [format_size(size) for size in sizes])
         axes.minorticks_off()

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -39,25 +39,41 @@ class _Child:
     log: Path
 
 
+@dataclass(frozen=True, slots=True)
+class Servers:
+    """The running server children: each one's ready info, by server module."""
+
+    ready: Mapping[str, Addresses]
+    children: Sequence[_Child]
+
+    def stop(self) -> None:
+        """Stop every child now; safe from another thread and more than once."""
+        _stop(self.children)
+
+
 @contextlib.contextmanager
 def running_servers(
-    modules: Sequence[str], workdir: Path, sizes: Sequence[int], timeout: float = 60.0
-) -> Iterator[dict[str, Addresses]]:
-    """Start one child per server module; yield each one's ready info; stop them all after.
+    modules: Sequence[str],
+    workdir: Path,
+    sizes: Sequence[int],
+    timeout: float = 60.0,
+    cpus: frozenset[int] | None = None,
+) -> Iterator[Servers]:
+    """Start one child per server module, wait until all are ready; stop them all after.
 
     Raises ServerFailed if a child exits or is not ready within `timeout` seconds.
     """
     children: list[_Child] = []
     try:
         for module in modules:
-            children.append(_start(module, workdir, sizes))
+            children.append(_start(module, workdir, sizes, cpus))
         deadline = time.monotonic() + timeout
-        yield {child.module: _wait_ready(child, deadline) for child in children}
+        yield Servers({child.module: _wait_ready(child, deadline) for child in children}, children)
     finally:
         _stop(children)
 
 
-def _start(module: str, workdir: Path, sizes: Sequence[int]) -> _Child:
+def _start(module: str, workdir: Path, sizes: Sequence[int], cpus: frozenset[int] | None) -> _Child:
     name = module.rpartition(".")[2].lstrip("_")
     ready, log = workdir / f"{name}.ready.json", workdir / f"{name}.log"
     argv = [module, str(ready), str(workdir), ",".join(map(str, sizes)), str(os.getpid())]
@@ -65,16 +81,18 @@ def _start(module: str, workdir: Path, sizes: Sequence[int]) -> _Child:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")])),
     }
+    # taskset before exec: every thread the server starts inherits the CPU set
+    pin = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bench._child", *argv],
+            [*pin, sys.executable, "-m", "bench._child", *argv],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
             process_group=0,
         )
-    logger.debug("server started", extra={"module": module, "pid": process.pid})
+    logger.debug("server started", extra={"server": module, "pid": process.pid})
     return _Child(module, process, ready, log)
 
 
@@ -108,6 +126,6 @@ def _stop(children: Sequence[_Child]) -> None:
         try:
             child.process.wait(_STOP_GRACE_S)
         except subprocess.TimeoutExpired:
-            logger.warning("server ignored SIGTERM, killing it", extra={"module": child.module})
+            logger.warning("server ignored SIGTERM, killing it", extra={"server": child.module})
             child.process.kill()
             child.process.wait()

@@ -1,7 +1,9 @@
 """tcp-raw, the network floor: a length-prefixed echo over blocking sockets.
 
 Both ends receive with `recv_into` into one pre-faulted buffer reused for every message,
-send header and payload in one `sendmsg` without joining them, and set TCP_NODELAY.
+send the header with the first chunk in one `sendmsg` (never joining them) and the rest in
+1 MiB `sendall`s, and set TCP_NODELAY. Sending 64 MiB in one call took 58 ms against 36 ms
+in 1-2 MiB calls on the 2-core VM (256 KiB: 57 ms, 8 MiB: 55 ms), so the floor chunks.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import numpy as np
 
 from bench._errors import EchoMismatch
 from bench._memory import ReusedBuffer
+from bench._units import MiB
 
 from ._base import Payload, Ready, ServerArgs, host_port, time_each, write_ready
 
 _LENGTH: Final = struct.Struct("!Q")
+_CHUNK: Final = 1 * MiB
 
 
 def serve(args: ServerArgs) -> None:
@@ -88,9 +92,12 @@ def _recv_exactly(sock: socket.socket, view: memoryview) -> bool:
 
 
 def _send(sock: socket.socket, header: bytearray, body: memoryview) -> None:
-    sent = sock.sendmsg([header, body])
+    first = body[:_CHUNK]
+    sent = sock.sendmsg([header, first])
     if sent < len(header):
         sock.sendall(memoryview(header)[sent:])
-        sock.sendall(body)
-    elif sent < len(header) + len(body):
-        sock.sendall(body[sent - len(header) :])
+        sent = len(header)
+    if sent < len(header) + len(first):
+        sock.sendall(first[sent - len(header) :])
+    for start in range(_CHUNK, len(body), _CHUNK):
+        sock.sendall(body[start : start + _CHUNK])

@@ -10,6 +10,7 @@ from typing import Final, TypeVar
 
 from rich.console import Console
 
+from bench._pinning import Pinning
 from bench._units import KiB, MiB, parse_sizes
 
 from . import _schedule
@@ -39,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--transports", type=_flag(_transports), help=f"comma-separated subset of {names}"
     )
+    parser.add_argument(
+        "--pin",
+        choices=[p.value for p in Pinning],
+        default=Pinning.SPLIT.value,
+        help="split: this client on one CPU, every server on another (stable ratios); "
+        "none: the scheduler decides (small-message latency then moves 2x between runs)",
+    )
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -53,7 +61,8 @@ def _plan(args: argparse.Namespace) -> Plan:
     if args.reps is not None:
         budget = dataclasses.replace(budget, fixed_reps=args.reps)
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
-    return Plan(tuple(sizes), args.transports or default_transports(), budget)
+    transports = args.transports or default_transports()
+    return Plan(tuple(sizes), transports, budget, Pinning(args.pin))
 
 
 def _flag(parse: Callable[[str], T]) -> Callable[[str], T]:

@@ -28,6 +28,7 @@ def summary_json(
             "sizes": list(plan.sizes),
             "transports": [t.name for t in plan.transports],
             "budget": dataclasses.asdict(plan.budget),
+            "pin": plan.pin.value,
         },
         "elapsed_s": results.elapsed_s,
         "results": [_cell(results, t.name, size) for size in plan.sizes for t in plan.transports],
@@ -68,7 +69,7 @@ def _verdict(verdict: Verdict) -> dict[str, object]:
 def write_json(path: Path, data: Mapping[str, object]) -> None:
     """Write `data` as indented JSON, atomically."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -79,5 +80,5 @@ def write_plot(path: Path, results: Results, title: str) -> None:
         for t in results.plan.transports
     }
     tmp = path.with_name(path.name + ".tmp")
-    plot_latency(tmp, series, title)
+    plot_latency(tmp, series, title, highlight=OURS)
     os.replace(tmp, path)

@@ -95,7 +95,8 @@ _CORE: Final = (
     Transport("aiohttp", _AIOHTTP, _aiohttp),
 )
 
-# Not run by default: the variants we measured against the defaults to choose a client.
+# Not run by default: the client variants measured against the defaults to choose them
+# (see bench/peers/_arrowmesh.py and _aiohttp.py); `--transports` runs them.
 _VARIANTS: Final = (
     Transport("arrowmesh-tcp-async", _MESH, _arrowmesh_tcp_async),
     Transport("aiohttp-session", _AIOHTTP, _aiohttp_session),

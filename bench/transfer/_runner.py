@@ -9,6 +9,7 @@ warm-up that faults in every receive buffer on both sides.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import tempfile
 import time
@@ -20,9 +21,11 @@ from typing import Final
 import numpy as np
 
 from bench._errors import EchoMismatch
+from bench._pinning import Pinning, pinned
 from bench._processes import running_servers
 from bench._stats import Summary
 from bench._units import format_size
+from bench._watchdog import Watchdog, connect_guarded
 from bench.peers._base import Client, Payload
 
 from . import _schedule
@@ -40,6 +43,7 @@ class Plan:
     sizes: tuple[int, ...]
     transports: tuple[Transport, ...]
     budget: _schedule.Budget
+    pin: Pinning = Pinning.NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,17 +87,20 @@ def run(plan: Plan, on_progress: Progress) -> Results:
 
 @contextlib.contextmanager
 def _connected(plan: Plan) -> Iterator[dict[str, Client]]:
-    servers = list(dict.fromkeys(t.server for t in plan.transports))
+    modules = list(dict.fromkeys(t.server for t in plan.transports))
     with (
         tempfile.TemporaryDirectory(prefix="arrowmesh-bench-") as workdir,
-        running_servers(servers, Path(workdir), plan.sizes) as ready,
+        pinned(plan.pin) as server_cpus,
+        running_servers(modules, Path(workdir), plan.sizes, cpus=server_cpus) as servers,
+        contextlib.closing(Watchdog(servers.stop)) as watchdog,
         contextlib.ExitStack() as stack,
     ):
         clients: dict[str, Client] = {}
-        for transport in plan.transports:
-            client = transport.connect(ready[transport.server])
+        for t in plan.transports:
+            connect = functools.partial(t.connect, servers.ready[t.server])
+            client = connect_guarded(t.name, connect, watchdog)
             stack.callback(client.close)
-            clients[transport.name] = client
+            clients[t.name] = client
         yield clients
 
 

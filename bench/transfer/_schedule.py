@@ -44,7 +44,7 @@ class Budget:
 
 
 QUICK = Budget(
-    cell_s=0.8,
+    cell_s=1.5,
     min_reps=5,
     max_reps=4000,
     cap_s=6.0,
