@@ -31,10 +31,12 @@ from ._errors import (
 )
 from ._frame import (
     FrameDecoder,
+    FrameType,
     GoAway,
     Hello,
     Message,
     data_frames,
+    frame_header,
     goaway_frame,
     head_frame,
     hello_frame,
@@ -152,9 +154,14 @@ class _LinkProtocol(asyncio.BufferedProtocol):
                 f"{self.limits.max_header_size} (ARROWMESH_MAX_HEADER_SIZE); "
                 "send fewer or smaller inline tensors or raise it"
             )
-        transport = await self._ready_transport()
-        transport.writelines(head_frame(stream, packed))
-        if not header.body_len:
+        transport = self._transport
+        if self._paused or self.closed or transport is None:
+            transport = await self._ready_transport()
+        if header.body_len:
+            transport.writelines(head_frame(stream, packed))
+        else:
+            # One small buffer: uvloop writes it at once; writelines would queue two.
+            transport.write(frame_header(FrameType.HEAD, stream, len(packed)) + packed)
             return
         try:
             for frame in data_frames(stream, parts, self.limits.chunk_size):

@@ -1,0 +1,65 @@
+"""The `sidecar` command, run as users run it, in a child process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..conftest import child_env
+
+
+def sidecar(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", *args],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.timeout(150)
+def test_demo_runs_a_mesh_checks_every_answer_and_exits_zero() -> None:
+    result = sidecar("demo", "--requests", "10")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas stopped cleanly" in result.stdout
+    assert " 0 wrong" in result.stdout
+    for path in ("tcp -> replica 0", "uds -> replica 1"):
+        assert path in result.stdout
+
+
+def test_bad_usage_exits_2_and_says_why() -> None:
+    result = sidecar("demo", "--requests", "0")
+    assert result.returncode == 2
+    assert "--requests" in result.stderr
+    assert sidecar("no-such-command").returncode == 2
+
+
+@pytest.mark.timeout(150)
+def test_bench_transfer_prints_the_table_and_writes_json_and_plot(tmp_path: Path) -> None:
+    result = sidecar(
+        "bench",
+        "transfer",
+        "--sizes",
+        "4KiB,128KiB",
+        "--reps",
+        "20",
+        "--out",
+        str(tmp_path),
+        "--transports",
+        "arrowmesh-tcp,arrowmesh-uds,tcp-raw,grpc-unary",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "arrowmesh-tcp" in result.stdout
+    assert "targets" in result.stdout
+    report = json.loads((tmp_path / "transfer.json").read_text())
+    cells = {(r["transport"], r["size"]) for r in report["results"]}
+    assert ("arrowmesh-uds", 131072) in cells
+    assert ("tcp-raw", 4096) in cells
+    assert all(r["n"] == 20 for r in report["results"])
+    assert (tmp_path / "transfer.png").stat().st_size > 10_000
