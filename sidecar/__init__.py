@@ -11,7 +11,7 @@ from ._errors import (
     RemoteError,
     Unavailable,
 )
-from ._serve import Service, ServiceStats, serve
+from ._serve import Service, ServiceStats, alloc, serve
 from ._settings import Settings
 
 __all__ = [
@@ -28,5 +28,6 @@ __all__ = [
     "Settings",
     "Tensors",
     "Unavailable",
+    "alloc",
     "serve",
 ]

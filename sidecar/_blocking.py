@@ -8,12 +8,15 @@ blocking socket round trip costs. Threads share one buffer pool.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy.typing as npt
 
 import transport
-from transport import BufferPool, Limits, SyncLink
+from transport import BufferPool, Limits, ShmStats, SyncLink
 
-from ._client import MeshClient, Tensors, build_request, decode_reply
+from ._client import MeshClient, Tensors, _ShmSlot, alloc_in, build_request, decode_reply
 from ._errors import InvalidInput, translate
 from ._settings import Settings
 
@@ -29,12 +32,18 @@ class BlockingMeshClient:
     """
 
     def __init__(
-        self, sidecar: str, *, limits: Limits | None = None, pool: BufferPool | None = None
+        self,
+        sidecar: str,
+        *,
+        limits: Limits | None = None,
+        pool: BufferPool | None = None,
+        shm_dir: str | None = None,
     ) -> None:
         MeshClient(sidecar)  # validates the address now, not on first call
         self._sidecar = sidecar
         self.limits = limits or Settings().limits()
         self.pool = pool or BufferPool()
+        self._shm = _ShmSlot(shm_dir)
         self._local = _PerThread()
         self._links: list[SyncLink] = []
         self._lock = threading.Lock()
@@ -50,9 +59,12 @@ class BlockingMeshClient:
         traceparent: str | None = None,
     ) -> Tensors:
         """As `MeshClient.infer`, blocking until the outputs arrive."""
-        header, parts = build_request(service, inputs, self.limits, affinity_key, traceparent)
         try:
-            reply = self._link().request(header, parts, timeout=timeout)
+            link = self._link()
+            header, parts = build_request(
+                service, inputs, self.limits, affinity_key, traceparent, link.placer
+            )
+            reply = link.request(header, parts, timeout=timeout)
             return decode_reply(reply, self.limits)
         except transport.TransportError as exc:
             raise translate(exc) from exc
@@ -64,13 +76,24 @@ class BlockingMeshClient:
         except transport.TransportError as exc:
             raise translate(exc) from exc
 
+    def alloc(self, shape: int | Sequence[int], dtype: npt.DTypeLike) -> npt.NDArray[Any]:
+        """As `MeshClient.alloc`."""
+        return alloc_in(self._shm.make(), shape, dtype)
+
+    def shm_stats(self) -> ShmStats | None:
+        """As `MeshClient.shm_stats`."""
+        return None if self._shm.domain is None else self._shm.domain.stats()
+
     def close(self) -> None:
-        """Close every thread's link."""
+        """Close every thread's link and leave the shared-memory directory."""
         with self._lock:
             self._closed = True
             links, self._links = self._links, []
         for link in links:
             link.close()
+        domain, self._shm.domain = self._shm.domain, None
+        if domain is not None:
+            domain.close()
 
     def __enter__(self) -> BlockingMeshClient:
         return self
@@ -85,7 +108,9 @@ class BlockingMeshClient:
         with self._lock:
             if self._closed:
                 raise InvalidInput("this BlockingMeshClient is closed")
-        link = SyncLink.connect(self._sidecar, limits=self.limits, pool=self.pool)
+        link = SyncLink.connect(
+            self._sidecar, limits=self.limits, pool=self.pool, shm=self._shm.make()
+        )
         with self._lock:
             self._links = [ln for ln in self._links if not ln.closed] + [link]
         self._local.link = link

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import logging
+import threading
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 import transport
-from transport import BodyPart, BufferPool, Header, Kind, Limits, StreamLink
+from transport import (
+    BodyPart,
+    BufferPool,
+    Header,
+    Kind,
+    Limits,
+    Placer,
+    ShmDomain,
+    ShmStats,
+    StreamLink,
+)
 
 from ._errors import InvalidInput, translate
 from ._settings import Settings
 from ._trace import ensure_traceparent
+
+logger = logging.getLogger(__name__)
 
 Tensors = dict[str, npt.NDArray[Any]]
 
@@ -21,11 +36,14 @@ Tensors = dict[str, npt.NDArray[Any]]
 class _LinkPool:
     """Up to `size` links to one address, opened on demand and reopened when they close."""
 
-    def __init__(self, address: str, size: int, limits: Limits, pool: BufferPool) -> None:
+    def __init__(
+        self, address: str, size: int, limits: Limits, pool: BufferPool, shm: _ShmSlot
+    ) -> None:
         self.address = address
         self._size = size
         self._limits = limits
         self._pool = pool
+        self._shm = shm
         self._links: list[StreamLink] = []
         self._opening: asyncio.Lock | None = None
 
@@ -38,7 +56,10 @@ class _LinkPool:
             self._opening = asyncio.Lock()
         async with self._opening:
             if len(self._links) < self._size:
-                link = await transport.connect(self.address, limits=self._limits, pool=self._pool)
+                domain = await self._shm.get()
+                link = await transport.connect(
+                    self.address, limits=self._limits, pool=self._pool, shm=domain
+                )
                 self._links.append(link)
         return min(self._links, key=lambda link: link.in_flight)
 
@@ -47,12 +68,45 @@ class _LinkPool:
         await asyncio.gather(*(link.aclose() for link in links))
 
 
+class _ShmSlot:
+    """A shared-memory domain made on first use (it touches files and pre-faults memory)."""
+
+    def __init__(self, shm_dir: str | None) -> None:
+        self._shm_dir = shm_dir
+        self.domain: ShmDomain | None = None
+        self._failed = False
+        self._lock = threading.Lock()  # blocking clients call make() from many threads
+
+    async def get(self) -> ShmDomain | None:
+        if self.domain is None and not self._failed:
+            self.domain = await asyncio.to_thread(self.make)
+        return self.domain
+
+    def make(self) -> ShmDomain | None:
+        with self._lock:
+            if self.domain is not None or self._failed:
+                return self.domain
+            try:
+                self.domain = Settings().shm_domain(self._shm_dir)
+            except OSError as exc:
+                logger.warning("shared memory unavailable", extra={"error": str(exc)})
+                self._failed = True
+            return self.domain
+
+    async def aclose(self) -> None:
+        domain, self.domain = self.domain, None
+        if domain is not None:
+            await asyncio.to_thread(domain.close)
+
+
 class MeshClient:
     """Calls mesh services through a sidecar's (or a `serve()` process's) mesh port.
 
     `sidecar` is "HOST:PORT" or "unix:/path/to/socket". One client shares a pool of up to
-    `connections` links among all concurrent callers. Use as an async context manager, or
-    call `aclose()`.
+    `connections` links among all concurrent callers. Tensors go through shared memory
+    when the peer proves it shares `shm_dir` (default ARROWMESH_SHM_DIR,
+    /dev/shm/arrowmesh; "" turns it off). Use as an async context manager, or call
+    `aclose()`.
     """
 
     def __init__(
@@ -62,6 +116,7 @@ class MeshClient:
         connections: int = 1,
         limits: Limits | None = None,
         pool: BufferPool | None = None,
+        shm_dir: str | None = None,
     ) -> None:
         if connections < 1:
             raise ValueError(f"connections={connections} must be at least 1")
@@ -71,7 +126,8 @@ class MeshClient:
             raise InvalidInput(str(exc)) from None
         self.limits = limits or Settings().limits()
         self.pool = pool or BufferPool()
-        self._links = _LinkPool(sidecar, connections, self.limits, self.pool)
+        self._shm = _ShmSlot(shm_dir)
+        self._links = _LinkPool(sidecar, connections, self.limits, self.pool, self._shm)
 
     async def infer(
         self,
@@ -89,9 +145,11 @@ class MeshClient:
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        header, parts = build_request(service, inputs, self.limits, affinity_key, traceparent)
         try:
             link = await self._links.get()
+            header, parts = build_request(
+                service, inputs, self.limits, affinity_key, traceparent, link.placer
+            )
             reply = await link.request(header, parts, deadline=deadline)
             return decode_reply(reply, self.limits)
         except transport.TransportError as exc:
@@ -105,9 +163,22 @@ class MeshClient:
         except transport.TransportError as exc:
             raise translate(exc) from exc
 
+    async def alloc(self, shape: int | Sequence[int], dtype: npt.DTypeLike) -> npt.NDArray[Any]:
+        """An array to fill and send without a copy: it lives in shared memory.
+
+        Falls back to ordinary memory (sent by copy) when shared memory is off or full.
+        """
+        domain = await self._shm.get()
+        return alloc_in(domain, shape, dtype)
+
+    def shm_stats(self) -> ShmStats | None:
+        """Shared-memory counters and occupancy, or None when shared memory is off."""
+        return None if self._shm.domain is None else self._shm.domain.stats()
+
     async def aclose(self) -> None:
-        """Close every link."""
+        """Close every link and leave the shared-memory directory."""
         await self._links.aclose()
+        await self._shm.aclose()
 
     async def __aenter__(self) -> MeshClient:
         return self
@@ -122,10 +193,11 @@ def build_request(
     limits: Limits,
     affinity_key: str | bytes | None,
     traceparent: str | None,
+    place: Placer | None = None,
 ) -> tuple[Header, list[BodyPart]]:
     """The header and body parts of an infer request. Raises InvalidInput."""
     try:
-        metas, parts, body_len = transport.encode_tensors(inputs, limits)
+        metas, parts, body_len = transport.encode_tensors(inputs, limits, place)
     except transport.TransportError as exc:
         raise InvalidInput(str(exc)) from None
     params: dict[str, object] = {} if affinity_key is None else {"affinity": _key(affinity_key)}
@@ -143,7 +215,15 @@ def build_request(
 
 def decode_reply(reply: transport.Message, limits: Limits) -> Tensors:
     """The output tensors of a reply. Raises transport.FrameError."""
-    return transport.decode_tensors(reply.header.tensors, reply.body_view(), limits)
+    return transport.decode_tensors(reply.header.tensors, reply.body_view(), limits, reply.shared)
+
+
+def alloc_in(
+    domain: ShmDomain | None, shape: int | Sequence[int], dtype: npt.DTypeLike
+) -> npt.NDArray[Any]:
+    """An array in `domain`'s arenas, or in ordinary memory if there is no room."""
+    array = None if domain is None else domain.alloc(shape, dtype)
+    return np.empty(shape, dtype) if array is None else array
 
 
 def _key(value: str | bytes) -> str:

@@ -9,7 +9,8 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,13 @@ from transport import (
     Limits,
     LinkServer,
     Message,
+    Placer,
     RemoteError,
     Reply,
+    ShmDomain,
 )
 
+from ._client import _ShmSlot, alloc_in
 from ._loop import run
 from ._settings import Settings
 
@@ -36,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 Inputs = dict[str, npt.NDArray[Any]]
 Outputs = Mapping[str, object]
+_CURRENT_SHM: ContextVar[ShmDomain | None] = ContextVar("arrowmesh_shm", default=None)
 HandlerFn = Callable[[Inputs], Outputs] | Callable[[Inputs], Awaitable[Outputs]]
 
 
@@ -69,9 +74,11 @@ class Service:
         uds_path: str | None = None,
         limits: Limits | None = None,
         pool: BufferPool | None = None,
+        shm_dir: str | None = None,
     ) -> None:
         if not service:
             raise ValueError("service name must not be empty")
+        self._shm = _ShmSlot(shm_dir)
         self.service = service
         self.limits = limits or Settings().limits()
         self.pool = pool or BufferPool()
@@ -80,6 +87,11 @@ class Service:
         self._async = _is_async(handler)
         self._host, self._port, self._uds_path = host, port, uds_path
         self._server = LinkServer(self._handle, self.limits, self.pool)
+
+    @property
+    def shm(self) -> ShmDomain | None:
+        """The shared-memory domain, once started (None when shared memory is off)."""
+        return self._shm.domain
 
     @property
     def address(self) -> str:
@@ -97,7 +109,8 @@ class Service:
         return self._server
 
     async def start(self) -> None:
-        """Bind the listeners."""
+        """Join the shared-memory directory, then bind the listeners."""
+        self._server.shm = await self._shm.get()
         await self._server.listen_tcp(self._host, self._port)
         if self._uds_path is not None:
             await self._server.listen_unix(self._uds_path)
@@ -109,6 +122,7 @@ class Service:
     async def aclose(self) -> None:
         """Close listeners and links, cancelling requests still in progress."""
         await self._server.aclose()
+        await self._shm.aclose()
         if self._uds_path is not None:
             await asyncio.to_thread(_unlink, self._uds_path)
 
@@ -119,16 +133,18 @@ class Service:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def _handle(self, message: Message, deadline: float | None) -> Reply:
+    async def _handle(
+        self, message: Message, deadline: float | None, place: Placer | None
+    ) -> Reply:
         header = message.header
         self.stats.requests += 1
         try:
-            return await self._reply(message, header)
+            return await self._reply(message, header, place)
         except Exception:
             self.stats.failures += 1
             raise
 
-    async def _reply(self, message: Message, header: Header) -> Reply:
+    async def _reply(self, message: Message, header: Header, place: Placer | None) -> Reply:
         if header.service != self.service:
             raise RemoteError(
                 ErrorCode.NOT_FOUND,
@@ -137,12 +153,16 @@ class Service:
         if header.method not in ("", "infer"):
             raise RemoteError(ErrorCode.NOT_FOUND, f"unknown method {header.method!r}")
         body = message.body_view()
-        inputs = transport.decode_tensors(header.tensors, body, self.limits)
+        inputs = transport.decode_tensors(header.tensors, body, self.limits, message.shared)
         del body, message
-        outputs = await self._call(inputs)
+        token = _CURRENT_SHM.set(self._shm.domain)
+        try:
+            outputs = await self._call(inputs)
+        finally:
+            _CURRENT_SHM.reset(token)
         del inputs
         try:
-            metas, parts, body_len = transport.encode_tensors(outputs, self.limits)
+            metas, parts, body_len = transport.encode_tensors(outputs, self.limits, place)
         except transport.TransportError as exc:
             raise RemoteError(
                 ErrorCode.HANDLER_ERROR, f"handler output cannot be sent: {exc}", type(exc).__name__
@@ -170,6 +190,12 @@ class Service:
         return outputs
 
 
+def alloc(shape: int | Sequence[int], dtype: npt.DTypeLike) -> npt.NDArray[Any]:
+    """In a handler: an output array in shared memory, sent to a same-host caller by
+    reference. Elsewhere, or with shared memory off or full: an ordinary array."""
+    return alloc_in(_CURRENT_SHM.get(), shape, dtype)
+
+
 def serve(
     handler: HandlerFn,
     *,
@@ -181,6 +207,7 @@ def serve(
     limits: Limits | None = None,
     warm_sizes: Iterable[int] = (),
     drain_timeout: float = 30.0,
+    shm_dir: str | None = None,
 ) -> None:
     """Serve `handler(inputs) -> outputs` as mesh service `service` until SIGTERM or SIGINT.
 
@@ -189,7 +216,15 @@ def serve(
     flight finish (up to `drain_timeout`), then returns. `warm_sizes` pre-faults receive
     buffers for those body sizes. Raises transport.LinkClosed if it cannot listen.
     """
-    svc = Service(handler, service=service, host=host, port=port, uds_path=uds_path, limits=limits)
+    svc = Service(
+        handler,
+        service=service,
+        host=host,
+        port=port,
+        uds_path=uds_path,
+        limits=limits,
+        shm_dir=shm_dir,
+    )
     run(_serve_until_signal(svc, ready_file, tuple(warm_sizes), drain_timeout))
 
 

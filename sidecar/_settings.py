@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from transport import Limits
+from transport import Limits, ShmDomain
 
 _DEFAULTS = Limits()
 
@@ -26,11 +26,32 @@ class Settings(BaseSettings):
     inline_threshold: int = Field(_DEFAULTS.inline_threshold, ge=0)
     chunk_size: int = Field(_DEFAULTS.chunk_size, gt=0)
     max_concurrent_streams: int = Field(_DEFAULTS.max_concurrent_streams, gt=0)
+    shm_dir: str = "/dev/shm/arrowmesh"  # '' turns shared memory off
+    shm_arena_size: int = Field(64 << 20, ge=1 << 20)
+    shm_max_bytes: int = Field(4 << 30, ge=1 << 20)
+    shm_lease_timeout: float = Field(300.0, gt=0)
+    shm_reap_interval: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
     def _limits_work_together(self) -> Settings:
         self.limits()  # Limits.__post_init__ says what does not fit, as a ValueError
         return self
+
+    def shm_domain(self, shm_dir: str | None = None) -> ShmDomain | None:
+        """This process's place in the shared-memory directory (blocking: files, pre-fault).
+
+        None when shared memory is off. Raises OSError if the directory is unusable.
+        """
+        directory = self.shm_dir if shm_dir is None else shm_dir
+        if not directory:
+            return None
+        return ShmDomain(
+            directory,
+            arena_size=self.shm_arena_size,
+            max_bytes=self.shm_max_bytes,
+            lease_timeout=self.shm_lease_timeout,
+            reap_interval=self.shm_reap_interval,
+        )
 
     def limits(self) -> Limits:
         """The transport limits these settings describe."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +20,17 @@ import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def shm_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh shared-memory directory per test (children inherit it); it must end empty."""
+    path = Path(tempfile.mkdtemp(prefix="arrowmesh-test-", dir="/dev/shm"))
+    monkeypatch.setenv("ARROWMESH_SHM_DIR", str(path))
+    yield path
+    left = sorted(p.name for p in path.iterdir()) if path.exists() else []
+    shutil.rmtree(path, ignore_errors=True)
+    assert not left, f"files left in the shared-memory directory: {left}"
 
 
 @pytest.fixture(autouse=True)

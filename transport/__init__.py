@@ -16,8 +16,9 @@ from ._header import ErrorInfo, Header, Kind, Placement, TensorMeta, pack_header
 from ._limits import Limits
 from ._link import BodyPart, Handler, LinkServer, Reply, StreamLink, connect, parse_address
 from ._pool import BufferPool, PoolStats, RecvBuffer
+from ._shm import ShmDomain, ShmStats
 from ._sync import SyncLink
-from ._tensors import decode_tensors, encode_tensors
+from ._tensors import Placer, decode_tensors, encode_tensors
 
 __all__ = [
     "DATATYPES",
@@ -38,10 +39,13 @@ __all__ = [
     "LinkServer",
     "Message",
     "Placement",
+    "Placer",
     "PoolStats",
     "RecvBuffer",
     "RemoteError",
     "Reply",
+    "ShmDomain",
+    "ShmStats",
     "StreamLink",
     "SyncLink",
     "TensorMeta",

@@ -24,7 +24,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Final
+from typing import Any, Final
 
 import msgpack
 
@@ -49,6 +49,7 @@ class FrameType(IntEnum):
     HEAD = 2
     DATA = 3
     GOAWAY = 4
+    SHM = 5  # stream 0: shared-memory probe answers and lease releases
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +66,19 @@ class Message:
     stream: int
     header: Header
     body: RecvBuffer | None
+    shared: tuple[Any, ...] = ()  # uint8 views of SHM-placed tensors, in header order
+    holder: object = None  # keeps those descriptors held until the message is dropped
 
     def body_view(self) -> memoryview | None:
         """The body as a memoryview that keeps its buffer leased, or None without a body."""
         return None if self.body is None else self.body.memory()
+
+
+@dataclass(frozen=True, slots=True)
+class ShmControl:
+    """The peer answers our shared-memory probe, or releases descriptors we sent it."""
+
+    fields: dict[str, object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +88,7 @@ class GoAway:
     error: ErrorInfo
 
 
-Event = Hello | Message | GoAway
+Event = Hello | Message | GoAway | ShmControl
 
 
 def frame_header(ftype: FrameType, stream: int, length: int) -> bytes:
@@ -90,6 +100,12 @@ def hello_frame(**fields: object) -> bytes:
     """A HELLO frame announcing our protocol version and `fields`."""
     payload = msgpack.packb({"v": VERSION, **fields}, use_bin_type=True)
     return frame_header(FrameType.HELLO, 0, len(payload)) + payload
+
+
+def shm_frame(**fields: object) -> bytes:
+    """A SHM control frame (probe answer, releases)."""
+    payload = msgpack.packb(fields, use_bin_type=True)
+    return frame_header(FrameType.SHM, 0, len(payload)) + payload
 
 
 def goaway_frame(code: ErrorCode, message: str) -> bytes:
@@ -282,6 +298,11 @@ class FrameDecoder:
             self._head(stream, unpack_header(payload, self._limits), events)
         elif ftype == FrameType.GOAWAY:
             events.append(GoAway(_goaway_error(payload)))
+        elif ftype == FrameType.SHM:
+            fields = _unpack(payload, "SHM")
+            if not isinstance(fields, dict):
+                raise FrameError("SHM payload must be a map")
+            events.append(ShmControl(fields))
         else:
             raise FrameError(f"unexpected frame type {ftype} on stream {stream}")
 

@@ -42,6 +42,7 @@ class Placement(IntEnum):
 
     INLINE = 0
     ARROW = 1
+    SHM = 2  # data is a shared-memory descriptor (see _shm.py)
 
 
 # Header and TensorMeta are built for every message: as frozen dataclasses their

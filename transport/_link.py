@@ -11,6 +11,7 @@ sides. A protocol error gets a GOAWAY frame that says what was wrong, then a clo
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -35,21 +36,26 @@ from ._frame import (
     GoAway,
     Hello,
     Message,
+    ShmControl,
     data_frames,
     frame_header,
     goaway_frame,
     head_frame,
     hello_frame,
+    shm_frame,
 )
+from ._handshake import ShmHandshake
 from ._header import ErrorInfo, Header, Kind, pack_header
 from ._limits import Limits, MiB
 from ._pool import BufferPool
+from ._shm import Ref, ShmDomain
+from ._tensors import Placer
 
 logger = logging.getLogger(__name__)
 
 BodyPart = Any  # bytes, memoryview, pyarrow.Buffer: anything exporting a contiguous buffer
 Reply = tuple[Header, Sequence[BodyPart]]
-Handler = Callable[[Message, float | None], Awaitable[Reply]]
+Handler = Callable[[Message, float | None, "Placer | None"], Awaitable[Reply]]
 
 _WRITE_HIGH: Final = 4 * MiB
 _WRITE_LOW: Final = 1 * MiB
@@ -57,11 +63,15 @@ _CLOSE_GRACE: Final = 5.0
 
 
 class _LinkProtocol(asyncio.BufferedProtocol):
-    """What both ends of a link share: decoding, flow-controlled writes, HELLO, close."""
+    """What both ends of a link share: decoding, flow-controlled writes, HELLO, close,
+    and the shared-memory handshake (see _shm.py and `ShmHandshake`)."""
 
-    def __init__(self, limits: Limits, pool: BufferPool) -> None:
+    def __init__(self, limits: Limits, pool: BufferPool, shm: ShmDomain | None = None) -> None:
         self.limits = limits
         self._pool = pool
+        self.shm = ShmHandshake(shm, self._queue_release)
+        self._releases: collections.deque[Ref] = collections.deque()
+        self._release_scheduled = False
         self._decoder = FrameDecoder(limits, pool)
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
@@ -79,7 +89,7 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         tp.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_LOW)  # type: ignore[attr-defined]
-        tp.write(hello_frame())  # type: ignore[attr-defined]
+        tp.write(hello_frame(**self.shm.hello()))  # type: ignore[attr-defined]
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._decoder.get_buffer()
@@ -91,8 +101,9 @@ class _LinkProtocol(asyncio.BufferedProtocol):
                 if isinstance(event, Message):
                     self._on_message(event)
                 elif isinstance(event, Hello):
-                    if not self.peer_hello.done():
-                        self.peer_hello.set_result(event.fields)
+                    self._on_hello(event.fields)
+                elif isinstance(event, ShmControl):
+                    self.shm.on_control(event.fields)
                 else:
                     self._on_goaway(event)
         except FrameError as exc:
@@ -115,6 +126,7 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         if not self.peer_hello.done():
             self.peer_hello.set_exception(self._closed)
             self.peer_hello.exception()
+        self.shm.settle()
         if not self._lost.done():
             self._lost.set_result(None)
         self._on_lost()
@@ -147,16 +159,20 @@ class _LinkProtocol(asyncio.BufferedProtocol):
 
     async def send(self, stream: int, header: Header, parts: Sequence[BodyPart]) -> None:
         """Write one message, waiting while the peer applies back-pressure."""
-        packed = pack_header(header)
-        if len(packed) > self.limits.max_header_size:
-            raise LimitExceeded(
-                f"header is {len(packed)} bytes, over max_header_size="
-                f"{self.limits.max_header_size} (ARROWMESH_MAX_HEADER_SIZE); "
-                "send fewer or smaller inline tensors or raise it"
-            )
-        transport = self._transport
-        if self._paused or self.closed or transport is None:
-            transport = await self._ready_transport()
+        try:
+            packed = pack_header(header)
+            if len(packed) > self.limits.max_header_size:
+                raise LimitExceeded(
+                    f"header is {len(packed)} bytes, over max_header_size="
+                    f"{self.limits.max_header_size} (ARROWMESH_MAX_HEADER_SIZE); "
+                    "send fewer or smaller inline tensors or raise it"
+                )
+            transport = self._transport
+            if self._paused or self.closed or transport is None:
+                transport = await self._ready_transport()
+        except BaseException:
+            self.shm.unplace(header)  # the peer never saw these descriptors
+            raise
         if header.body_len:
             transport.writelines(head_frame(stream, packed))
         else:
@@ -195,6 +211,42 @@ class _LinkProtocol(asyncio.BufferedProtocol):
             self._transport.write(goaway_frame(error_code_of(exc), str(exc)))
             self._transport.close()
 
+    def _on_hello(self, fields: dict[str, object]) -> None:
+        if self.peer_hello.done():
+            return
+        self.peer_hello.set_result(fields)
+        answer = self.shm.on_peer_hello(fields.get("shm"))
+        if answer is not None and self._transport is not None:
+            self._transport.write(shm_frame(**answer))
+
+    @property
+    def placer(self) -> Placer | None:
+        """Where to put large tensors for this peer: shared memory once negotiated."""
+        return self.shm.placer
+
+    def adopt(self, message: Message) -> Message:
+        """The message with its shared-memory tensors validated and mapped.
+
+        Raises FrameError for a descriptor that is bad or that this link cannot honour.
+        """
+        return self.shm.adopt(message)
+
+    def _queue_release(self, refs: list[Ref]) -> None:
+        # Called when the last array of a received message goes, in any thread.
+        self._releases.extend(refs)
+        if not self._release_scheduled:
+            self._release_scheduled = True
+            with contextlib.suppress(RuntimeError):  # loop closed: the reaper takes over
+                self._loop.call_soon_threadsafe(self._flush_releases)
+
+    def _flush_releases(self) -> None:
+        self._release_scheduled = False
+        refs = []
+        while self._releases:
+            refs.append(self._releases.popleft())
+        if refs and not self.closed and self._transport is not None:
+            self._transport.write(shm_frame(release=refs))
+
     def _on_goaway(self, event: GoAway) -> None:
         self._closed = LinkClosed(
             f"{self.peer_name} closed the link: {event.error.code.value}: {event.error.message}"
@@ -225,8 +277,8 @@ class StreamLink(_LinkProtocol):
     Safe for many concurrent callers on one event loop.
     """
 
-    def __init__(self, limits: Limits, pool: BufferPool) -> None:
-        super().__init__(limits, pool)
+    def __init__(self, limits: Limits, pool: BufferPool, shm: ShmDomain | None = None) -> None:
+        super().__init__(limits, pool, shm)
         self._ids = itertools.count(1)
         # A reply travels in a one-item list that the caller empties: the finished future
         # stays referenced until the loop's next step, and must not keep the body leased.
@@ -295,8 +347,14 @@ class StreamLink(_LinkProtocol):
             self.send_control(message.stream, Kind.PONG)
             return
         reply = self._pending.get(message.stream)
+        try:
+            message = self.adopt(message)
+        except FrameError as exc:
+            if reply is not None and not reply.done():
+                reply.set_exception(exc)
+            return
         if reply is None or reply.done():
-            return  # a reply to a request we gave up on; its body goes back to the pool
+            return  # a reply to a request we gave up on: its body and leases go back now
         if kind in (Kind.RESPONSE, Kind.ERROR, Kind.PONG):
             reply.set_result([message])
         elif kind == Kind.CANCEL:
@@ -331,7 +389,7 @@ class _ServerProtocol(_LinkProtocol):
     """The serving end of one connection: runs the handler per request, one task each."""
 
     def __init__(self, server: LinkServer) -> None:
-        super().__init__(server.limits, server.pool)
+        super().__init__(server.limits, server.pool, server.shm)
         self._server = server
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._waiting: dict[int, Message] = {}  # decoded in the read that hit the limit
@@ -344,6 +402,11 @@ class _ServerProtocol(_LinkProtocol):
     def _on_message(self, message: Message) -> None:
         kind = message.header.kind
         if kind == Kind.REQUEST:
+            try:
+                message = self.adopt(message)
+            except FrameError as exc:
+                self.send_control(message.stream, Kind.ERROR, _error_info(exc))
+                return
             self._start(message)
         elif kind == Kind.CANCEL:
             task = self._tasks.get(message.stream)
@@ -386,10 +449,10 @@ class _ServerProtocol(_LinkProtocol):
         stream = message.stream
         try:
             if deadline is None:
-                header, parts = await self._server.handler(message, deadline)
+                header, parts = await self._server.handler(message, deadline, self.placer)
             else:
                 async with asyncio.timeout_at(deadline):
-                    header, parts = await self._server.handler(message, deadline)
+                    header, parts = await self._server.handler(message, deadline, self.placer)
         except TimeoutError:
             budget = message.header.timeout
             self.send_control(stream, Kind.ERROR, _deadline_error(message.header, budget))
@@ -441,10 +504,13 @@ class LinkServer:
     Use as an async context manager, or call `aclose()`.
     """
 
-    def __init__(self, handler: Handler, limits: Limits, pool: BufferPool) -> None:
+    def __init__(
+        self, handler: Handler, limits: Limits, pool: BufferPool, shm: ShmDomain | None = None
+    ) -> None:
         self.handler = handler
         self.limits = limits
         self.pool = pool
+        self.shm = shm
         self._servers: list[asyncio.Server] = []
         self._connections: set[_ServerProtocol] = set()
         self._active = 0
@@ -553,6 +619,7 @@ async def connect(
     *,
     limits: Limits | None = None,
     pool: BufferPool | None = None,
+    shm: ShmDomain | None = None,
     timeout: float = 10.0,
 ) -> StreamLink:
     """Open a link to a "host:port" or "unix:/path" address and exchange HELLO.
@@ -566,7 +633,7 @@ async def connect(
     target = parse_address(address)
 
     def factory() -> StreamLink:
-        return StreamLink(limits, pool)
+        return StreamLink(limits, pool, shm)
 
     try:
         async with asyncio.timeout(timeout):
@@ -575,6 +642,8 @@ async def connect(
             else:
                 _, link = await loop.create_connection(factory, target[0], target[1])
             await link.peer_hello
+            if link.shm.settled is not None:  # so the first request can go by reference
+                await link.shm.settled
     except (OSError, TimeoutError) as exc:
         raise LinkClosed(f"cannot connect to {address}: {exc or 'timed out'}") from exc
     return link

@@ -8,6 +8,8 @@ for signals on each run), and handing calls to a loop thread costs two thread wa
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import itertools
 import socket
 import time
@@ -15,11 +17,24 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ._errors import Cancelled, DeadlineExceeded, FrameError, LimitExceeded, LinkClosed
-from ._frame import FrameDecoder, GoAway, Hello, Message, data_frames, head_frame, hello_frame
+from ._frame import (
+    FrameDecoder,
+    GoAway,
+    Hello,
+    Message,
+    ShmControl,
+    data_frames,
+    head_frame,
+    hello_frame,
+    shm_frame,
+)
+from ._handshake import ShmHandshake
 from ._header import Header, Kind, pack_header
 from ._limits import Limits
 from ._link import BodyPart, check_reply, parse_address
 from ._pool import BufferPool
+from ._shm import Ref, ShmDomain
+from ._tensors import Placer
 
 _IOV_MAX = 512  # sendmsg takes at most IOV_MAX (1024 on Linux) buffers per call
 
@@ -31,8 +46,12 @@ class SyncLink:
     LinkClosed from then on; open a new one.
     """
 
-    def __init__(self, sock: socket.socket, limits: Limits, pool: BufferPool) -> None:
+    def __init__(
+        self, sock: socket.socket, limits: Limits, pool: BufferPool, shm: ShmDomain | None = None
+    ) -> None:
         self.limits = limits
+        self._releases: collections.deque[Ref] = collections.deque()
+        self.shm = ShmHandshake(shm, self._releases.extend)
         self._sock = sock
         self._decoder = FrameDecoder(limits, pool)
         self._ids = itertools.count(1)
@@ -46,6 +65,7 @@ class SyncLink:
         *,
         limits: Limits | None = None,
         pool: BufferPool | None = None,
+        shm: ShmDomain | None = None,
         timeout: float = 10.0,
     ) -> SyncLink:
         """Open a link to "host:port" or "unix:/path" and exchange HELLO.
@@ -63,18 +83,29 @@ class SyncLink:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
             raise LinkClosed(f"cannot connect to {address}: {exc}") from exc
-        link = cls(sock, limits or Limits(), pool or BufferPool())
+        link = cls(sock, limits or Limits(), pool or BufferPool(), shm)
         deadline = time.monotonic() + timeout
         try:
-            link._send_all([hello_frame()], deadline)
-            while True:
-                events = link._receive(deadline)
-                if any(isinstance(e, Hello) for e in events):
-                    break
+            link._send_all([hello_frame(**link.shm.hello())], deadline)
+            hello = False
+            while not (hello and link.shm.is_settled):
+                for event in link._receive(deadline):
+                    if isinstance(event, Hello):
+                        hello = True
+                        answer = link.shm.on_peer_hello(event.fields.get("shm"))
+                        if answer is not None:
+                            link._send_all([shm_frame(**answer)], deadline)
+                    elif isinstance(event, ShmControl):
+                        link.shm.on_control(event.fields)
         except (LinkClosed, DeadlineExceeded) as exc:
             link.close()
             raise LinkClosed(f"cannot connect to {address}: {exc}") from exc
         return link
+
+    @property
+    def placer(self) -> Placer | None:
+        """Where to put large tensors for this peer: shared memory once negotiated."""
+        return self.shm.placer
 
     @property
     def closed(self) -> bool:
@@ -98,6 +129,11 @@ class SyncLink:
         stream = next(self._ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         sent = usable = False
+        try:
+            self._flush_releases()
+        except BaseException:
+            self.shm.unplace(header)
+            raise
         try:
             self._send_all(head_frame(stream, packed), deadline)
             if header.body_len:
@@ -127,11 +163,24 @@ class SyncLink:
 
     def close(self) -> None:
         """Close the socket; idempotent."""
+        if self._broken is None:
+            with contextlib.suppress(LinkClosed, DeadlineExceeded):
+                self._flush_releases()
         self._fail(LinkClosed(f"link to {self._peer} is closed"))
+
+    def _flush_releases(self) -> None:
+        refs = []
+        while self._releases:
+            refs.append(self._releases.popleft())
+        if refs:
+            self._send_all([shm_frame(release=refs)], None)
 
     def _await_reply(self, stream: int, deadline: float | None) -> Message:
         while True:
             for event in self._receive(deadline):
+                if isinstance(event, ShmControl):
+                    self.shm.on_control(event.fields)
+                    continue
                 if isinstance(event, GoAway):
                     raise self._fail(
                         LinkClosed(f"{self._peer} closed the link: {event.error.message}")
@@ -142,7 +191,10 @@ class SyncLink:
                 if kind == Kind.PING:
                     self._send_all(head_frame(event.stream, pack_header(Header(Kind.PONG))), None)
                 elif event.stream == stream and kind in (Kind.RESPONSE, Kind.ERROR, Kind.PONG):
-                    return event
+                    return self.shm.adopt(event)
+                elif event.header.tensors:
+                    with contextlib.suppress(FrameError):  # a late reply: map, drop, release
+                        self.shm.adopt(event)
                 elif event.stream == stream and kind == Kind.CANCEL:
                     raise Cancelled(f"{self._peer} cancelled the request")
                 # anything else answers a request we gave up on: dropped, buffer returned

@@ -12,7 +12,7 @@ numpy memory. Decoding returns read-only numpy views on the received body.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -66,13 +66,18 @@ class _Sink:
         self.closed = True
 
 
+Placer = Callable[[Array], "list[Any] | None"]
+
+
 def encode_tensors(
-    tensors: Mapping[str, object], limits: Limits
+    tensors: Mapping[str, object], limits: Limits, place: Placer | None = None
 ) -> tuple[tuple[TensorMeta, ...], list[Buffer], int]:
     """Describe `tensors` for a header and lay out the body: (metas, body parts, body length).
 
-    Raises FrameError for a value that is not a tensor of an OIP datatype, LimitExceeded
-    over a limit.
+    With `place` (a link that shares memory with its peer), fixed-width tensors of at least
+    `inline_threshold` bytes travel as shared-memory descriptors that `place` returns
+    (None: no room, send them in the body). Raises FrameError for a value that is not a
+    tensor of an OIP datatype, LimitExceeded over a limit.
     """
     if len(tensors) > limits.max_tensors:
         raise LimitExceeded(
@@ -81,10 +86,33 @@ def encode_tensors(
         )
     arrays = []
     total = 0
+    shared: dict[str, TensorMeta] = {}
     for name, value in tensors.items():
         array = _prepare(name, value, limits)
+        ref = _place(array, limits, place)
+        if ref is not None:
+            datatype = datatype_of(array)
+            shape = tuple(array.shape)
+            shared[name] = TensorMeta(name, datatype, shape, _order(array), Placement.SHM, ref)
+            continue
         arrays.append((name, array))
         total += _payload_size(array)
+    if shared:
+        metas, parts, body_len = _encode_rest(arrays, total, limits)
+        by_name = {m.name: m for m in metas} | shared
+        return tuple(by_name[str(name)] for name in tensors), parts, body_len
+    return _encode_rest(arrays, total, limits)
+
+
+def _place(array: Array, limits: Limits, place: Placer | None) -> list[Any] | None:
+    if place is None or array.nbytes < max(limits.inline_threshold, 1) or array.dtype.hasobject:
+        return None
+    return place(array)
+
+
+def _encode_rest(
+    arrays: list[tuple[str, Array]], total: int, limits: Limits
+) -> tuple[tuple[TensorMeta, ...], list[Buffer], int]:
     if total <= limits.inline_threshold:
         return tuple(_inline(name, a) for name, a in arrays), [], 0
     if total > limits.max_message_size:
@@ -179,13 +207,19 @@ def _arrow(arrays: Sequence[tuple[str, Array]]) -> tuple[tuple[TensorMeta, ...],
 
 
 def decode_tensors(
-    metas: Sequence[TensorMeta], body: memoryview | None, limits: Limits
+    metas: Sequence[TensorMeta],
+    body: memoryview | None,
+    limits: Limits,
+    shared: Sequence[Array] = (),
 ) -> dict[str, Array]:
     """Numpy arrays for the tensors of a message: read-only views on `body` where possible.
 
-    Raises FrameError when the header and body disagree or the body is not valid Arrow IPC.
+    `shared` holds, in order, a uint8 view for each SHM-placed tensor (the link validated
+    and mapped them). Raises FrameError when the header and body disagree or the body is
+    not valid Arrow IPC.
     """
     batch = None
+    next_shared = iter(shared)
     out: dict[str, Array] = {}
     for meta in metas:
         if meta.name in out:
@@ -196,6 +230,8 @@ def decode_tensors(
             )
         if meta.placement is Placement.INLINE:
             out[meta.name] = _from_inline(meta)  # views on `bytes`: read-only already
+        elif meta.placement is Placement.SHM:
+            out[meta.name] = _from_shared(meta, next(next_shared, None))
         else:
             batch = _read_batch(body) if batch is None else batch
             array = _from_column_checked(meta, batch)
@@ -223,6 +259,21 @@ def _from_inline(meta: TensorMeta) -> Array:
             f"got {len(meta.data)}"
         )
     return _shaped(np.frombuffer(meta.data, dtype=dtype), meta)
+
+
+def _from_shared(meta: TensorMeta, view: Array | None) -> Array:
+    if view is None:
+        raise FrameError(f"tensor {meta.name!r} is in shared memory the link did not map")
+    if meta.datatype == BYTES:
+        raise FrameError(f"BYTES tensor {meta.name!r} cannot travel by reference")
+    dtype = numpy_dtype(meta.datatype)
+    expected = _count(meta) * dtype.itemsize
+    if view.nbytes != expected:
+        raise FrameError(
+            f"tensor {meta.name!r} of shape {meta.shape} {meta.datatype} needs {expected} bytes, "
+            f"its descriptor covers {view.nbytes}"
+        )
+    return _shaped(view.view(dtype), meta)
 
 
 def _bytes_array(meta: TensorMeta, elements: Sequence[bytes]) -> Array:

@@ -193,7 +193,7 @@ async def test_outputs_are_read_only_views_and_buffers_return_when_dropped(
     started: Callable[..., Awaitable[Service]],
 ) -> None:
     svc = await started(async_double)
-    async with MeshClient(svc.address) as client:
+    async with MeshClient(svc.address, shm_dir="") as client:  # the network path
         out = await client.infer("double", {"x": np.ones(1 << 20, np.float32)})
         assert not out["y"].flags.writeable
         assert client.pool.stats().in_use == 1

@@ -48,7 +48,7 @@ def tensors_of(message: Message, limits: Limits = LIMITS) -> dict[str, np.ndarra
     return decode_tensors(message.header.tensors, message.body_view(), limits)
 
 
-async def echo(message: Message, deadline: float | None) -> Reply:
+async def echo(message: Message, deadline: float | None, place: object = None) -> Reply:
     inputs = tensors_of(message)
     metas, parts, body_len = encode_tensors(inputs, LIMITS)
     return Header(Kind.RESPONSE, body_len=body_len, tensors=metas), parts
@@ -64,7 +64,7 @@ async def start() -> AsyncIterator[Callable[..., Awaitable[Served]]]:
     servers: list[LinkServer] = []
 
     async def _start(
-        handler: Callable[[Message, float | None], Awaitable[Reply]] = echo,
+        handler: Callable[..., Awaitable[Reply]] = echo,
         limits: Limits = LIMITS,
         uds: Path | None = None,
     ) -> Served:
@@ -129,10 +129,10 @@ async def test_unix_socket_link_carries_the_same_messages(
 async def test_handler_errors_arrive_as_remote_errors_and_the_link_keeps_working(
     start: Callable[..., Awaitable[Served]],
 ) -> None:
-    async def failing(message: Message, deadline: float | None) -> Reply:
+    async def failing(message: Message, deadline: float | None, place: object = None) -> Reply:
         if message.header.service == "bad":
             raise RemoteError(ErrorCode.HANDLER_ERROR, "model exploded", "ValueError")
-        return await echo(message, deadline)
+        return await echo(message, deadline, place)
 
     served = await start(failing)
     link = await connect(served.address, limits=LIMITS)
@@ -148,7 +148,7 @@ async def test_cancelled_request_stops_the_handler_and_frees_buffers(
 ) -> None:
     entered, stopped = asyncio.Event(), asyncio.Event()
 
-    async def slow(message: Message, deadline: float | None) -> Reply:
+    async def slow(message: Message, deadline: float | None, place: object = None) -> Reply:
         entered.set()
         try:
             await asyncio.Event().wait()
@@ -177,7 +177,7 @@ async def test_expired_deadline_fails_on_both_sides(
     stopped = asyncio.Event()
     seen: list[float | None] = []
 
-    async def slow(message: Message, deadline: float | None) -> Reply:
+    async def slow(message: Message, deadline: float | None, place: object = None) -> Reply:
         seen.append(message.header.timeout)
         try:
             await asyncio.Event().wait()
@@ -199,7 +199,7 @@ async def test_expired_deadline_fails_on_both_sides(
 async def test_server_enforces_the_budget_it_was_given(
     start: Callable[..., Awaitable[Served]],
 ) -> None:
-    async def slow(message: Message, deadline: float | None) -> Reply:
+    async def slow(message: Message, deadline: float | None, place: object = None) -> Reply:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
@@ -220,11 +220,11 @@ async def test_server_stops_reading_at_max_concurrent_streams(
     release = asyncio.Event()
     peak = 0
 
-    async def gated(message: Message, deadline: float | None) -> Reply:
+    async def gated(message: Message, deadline: float | None, place: object = None) -> Reply:
         nonlocal peak
         peak = max(peak, served.server.in_flight)
         await release.wait()
-        return await echo(message, deadline)
+        return await echo(message, deadline, place)
 
     limits = Limits(chunk_size=64 * 1024, max_concurrent_streams=2)
     served = await start(gated, limits)
@@ -275,7 +275,7 @@ async def test_requests_in_flight_fail_with_link_closed_when_the_server_goes(
 ) -> None:
     entered = asyncio.Event()
 
-    async def slow(message: Message, deadline: float | None) -> Reply:
+    async def slow(message: Message, deadline: float | None, place: object = None) -> Reply:
         entered.set()
         await asyncio.Event().wait()
         raise AssertionError("unreachable")

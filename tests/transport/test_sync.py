@@ -58,7 +58,7 @@ def server() -> Iterator[Background]:
     stop: list[asyncio.Event] = []
 
     async def main() -> None:
-        server = LinkServer(lambda m, d: _handler(bg, m), LIMITS, bg.pool)
+        server = LinkServer(lambda m, d, p: _handler(bg, m), LIMITS, bg.pool)
         bg.address = await server.listen_tcp("127.0.0.1", 0)
         stop.append(asyncio.Event())
         ready.set()
