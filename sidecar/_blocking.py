@@ -16,7 +16,15 @@ import numpy.typing as npt
 import transport
 from transport import BufferPool, Limits, ShmStats, SyncLink
 
-from ._client import MeshClient, Tensors, _ShmSlot, alloc_in, build_request, decode_reply
+from ._client import (
+    MeshClient,
+    Tensors,
+    _ShmSlot,
+    alloc_in,
+    build_request,
+    decode_reply,
+    placer_for,
+)
 from ._errors import InvalidInput, translate
 from ._settings import Settings
 
@@ -38,12 +46,14 @@ class BlockingMeshClient:
         limits: Limits | None = None,
         pool: BufferPool | None = None,
         shm_dir: str | None = None,
+        arrow_in_shm: bool = False,
     ) -> None:
         MeshClient(sidecar)  # validates the address now, not on first call
         self._sidecar = sidecar
         self.limits = limits or Settings().limits()
         self.pool = pool or BufferPool()
         self._shm = _ShmSlot(shm_dir)
+        self._arrow_in_shm = arrow_in_shm
         self._local = _PerThread()
         self._links: list[SyncLink] = []
         self._lock = threading.Lock()
@@ -61,8 +71,9 @@ class BlockingMeshClient:
         """As `MeshClient.infer`, blocking until the outputs arrive."""
         try:
             link = self._link()
+            place = placer_for(link.placer, self._arrow_in_shm)
             header, parts = build_request(
-                service, inputs, self.limits, affinity_key, traceparent, link.placer
+                service, inputs, self.limits, affinity_key, traceparent, place
             )
             reply = link.request(header, parts, timeout=timeout)
             return decode_reply(reply, self.limits)

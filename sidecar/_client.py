@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ from transport import (
     Limits,
     Placer,
     ShmDomain,
+    ShmPlacer,
     ShmStats,
     StreamLink,
 )
@@ -105,8 +107,9 @@ class MeshClient:
     `sidecar` is "HOST:PORT" or "unix:/path/to/socket". One client shares a pool of up to
     `connections` links among all concurrent callers. Tensors go through shared memory
     when the peer proves it shares `shm_dir` (default ARROWMESH_SHM_DIR,
-    /dev/shm/arrowmesh; "" turns it off). Use as an async context manager, or call
-    `aclose()`.
+    /dev/shm/arrowmesh; "" turns it off): each large tensor by descriptor, or with
+    `arrow_in_shm` a large message as one Arrow IPC stream written into shared memory.
+    Use as an async context manager, or call `aclose()`.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class MeshClient:
         limits: Limits | None = None,
         pool: BufferPool | None = None,
         shm_dir: str | None = None,
+        arrow_in_shm: bool = False,
     ) -> None:
         if connections < 1:
             raise ValueError(f"connections={connections} must be at least 1")
@@ -127,6 +131,7 @@ class MeshClient:
         self.limits = limits or Settings().limits()
         self.pool = pool or BufferPool()
         self._shm = _ShmSlot(shm_dir)
+        self._arrow_in_shm = arrow_in_shm
         self._links = _LinkPool(sidecar, connections, self.limits, self.pool, self._shm)
 
     async def infer(
@@ -147,8 +152,9 @@ class MeshClient:
         deadline = None if timeout is None else loop.time() + timeout
         try:
             link = await self._links.get()
+            place = placer_for(link.placer, self._arrow_in_shm)
             header, parts = build_request(
-                service, inputs, self.limits, affinity_key, traceparent, link.placer
+                service, inputs, self.limits, affinity_key, traceparent, place
             )
             reply = await link.request(header, parts, deadline=deadline)
             return decode_reply(reply, self.limits)
@@ -197,7 +203,7 @@ def build_request(
 ) -> tuple[Header, list[BodyPart]]:
     """The header and body parts of an infer request. Raises InvalidInput."""
     try:
-        metas, parts, body_len = transport.encode_tensors(inputs, limits, place)
+        metas, parts, body_len, body_ref = transport.encode_message(inputs, limits, place)
     except transport.TransportError as exc:
         raise InvalidInput(str(exc)) from None
     params: dict[str, object] = {} if affinity_key is None else {"affinity": _key(affinity_key)}
@@ -209,6 +215,7 @@ def build_request(
         body_len=body_len,
         tensors=metas,
         params=params,
+        body_ref=body_ref,
     )
     return header, parts
 
@@ -216,6 +223,13 @@ def build_request(
 def decode_reply(reply: transport.Message, limits: Limits) -> Tensors:
     """The output tensors of a reply. Raises transport.FrameError."""
     return transport.decode_tensors(reply.header.tensors, reply.body_view(), limits, reply.shared)
+
+
+def placer_for(place: Placer | None, arrow_in_shm: bool) -> Placer | None:
+    """The link's placer, asked to write large messages as one Arrow IPC stream if wanted."""
+    if arrow_in_shm and isinstance(place, ShmPlacer):
+        return dataclasses.replace(place, arrow_body=True)
+    return place
 
 
 def alloc_in(

@@ -162,13 +162,17 @@ class Service:
             _CURRENT_SHM.reset(token)
         del inputs
         try:
-            metas, parts, body_len = transport.encode_tensors(outputs, self.limits, place)
+            metas, parts, body_len, body_ref = transport.encode_message(outputs, self.limits, place)
         except transport.TransportError as exc:
             raise RemoteError(
                 ErrorCode.HANDLER_ERROR, f"handler output cannot be sent: {exc}", type(exc).__name__
             ) from exc
         return Header(
-            Kind.RESPONSE, traceparent=header.traceparent, body_len=body_len, tensors=metas
+            Kind.RESPONSE,
+            traceparent=header.traceparent,
+            body_len=body_len,
+            tensors=metas,
+            body_ref=body_ref,
         ), parts
 
     async def _call(self, inputs: Inputs) -> Outputs:

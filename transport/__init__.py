@@ -16,9 +16,9 @@ from ._header import ErrorInfo, Header, Kind, Placement, TensorMeta, pack_header
 from ._limits import Limits
 from ._link import BodyPart, Handler, LinkServer, Reply, StreamLink, connect, parse_address
 from ._pool import BufferPool, PoolStats, RecvBuffer
-from ._shm import ShmDomain, ShmStats
+from ._shm import ShmDomain, ShmPlacer, ShmStats
 from ._sync import SyncLink
-from ._tensors import Placer, decode_tensors, encode_tensors
+from ._tensors import Placer, decode_tensors, encode_message, encode_tensors
 
 __all__ = [
     "DATATYPES",
@@ -45,6 +45,7 @@ __all__ = [
     "RemoteError",
     "Reply",
     "ShmDomain",
+    "ShmPlacer",
     "ShmStats",
     "StreamLink",
     "SyncLink",
@@ -53,6 +54,7 @@ __all__ = [
     "connect",
     "datatype_of",
     "decode_tensors",
+    "encode_message",
     "encode_tensors",
     "numpy_dtype",
     "pack_header",

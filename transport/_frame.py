@@ -68,9 +68,12 @@ class Message:
     body: RecvBuffer | None
     shared: tuple[Any, ...] = ()  # uint8 views of SHM-placed tensors, in header order
     holder: object = None  # keeps those descriptors held until the message is dropped
+    shared_body: Any = None  # uint8 view of an Arrow IPC body in shared memory
 
     def body_view(self) -> memoryview | None:
         """The body as a memoryview that keeps its buffer leased, or None without a body."""
+        if self.shared_body is not None:
+            return memoryview(self.shared_body)
         return None if self.body is None else self.body.memory()
 
 

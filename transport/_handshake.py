@@ -12,7 +12,6 @@ path, silently and correctly.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import re
 from dataclasses import replace
@@ -21,13 +20,20 @@ from typing import Any, Final
 from ._errors import FrameError
 from ._frame import Message
 from ._header import Header, Placement
-from ._shm import Ref, ShmDomain
-from ._tensors import Placer
+from ._shm import Ref, ShmDomain, ShmPlacer
 
 logger = logging.getLogger(__name__)
 
 _PROC: Final = re.compile(r"^[0-9a-f]{16}$")
 _PROBE_HOLDER: Final = "probe"
+
+
+def _refs(header: Header) -> list[Ref]:
+    """The descriptors a header carries: tensors in order, then the body's, if any."""
+    refs: list[Any] = [m.data for m in header.tensors if m.placement is Placement.SHM]
+    if header.body_ref is not None:
+        refs.append(header.body_ref)
+    return refs  # each checked by ShmDomain.adopt
 
 
 class ShmHandshake:
@@ -39,7 +45,7 @@ class ShmHandshake:
         self._probe: tuple[Ref, bytes] | None = None
         self._peer: str | None = None  # the peer's process id, from its HELLO
         self._readable = False  # we read the peer's probe: its descriptors are honoured
-        self.placer: Placer | None = None  # set once the peer read ours
+        self.placer: ShmPlacer | None = None  # set once the peer read ours
         self.is_settled = False
         try:
             self.settled: asyncio.Future[None] | None = asyncio.get_running_loop().create_future()
@@ -89,7 +95,7 @@ class ShmHandshake:
                 and self.domain is not None
                 and fields["ack"] == self._probe[1]
             ):
-                self.placer = functools.partial(self.domain.place, peer=self._peer)
+                self.placer = ShmPlacer(self.domain, self._peer)
                 logger.debug("shared memory negotiated", extra={"peer": self._peer})
             self.settle()
         releases = fields.get("release")
@@ -108,7 +114,7 @@ class ShmHandshake:
 
     def adopt(self, message: Message) -> Message:
         """`message` with its descriptors validated and mapped; raises FrameError."""
-        refs = [m.data for m in message.header.tensors if m.placement is Placement.SHM]
+        refs = _refs(message.header)
         if not refs:
             return message
         if self.domain is None or self._peer is None or not self._readable:
@@ -116,13 +122,15 @@ class ShmHandshake:
                 "message carries shared-memory descriptors, but this link did not negotiate "
                 "shared memory with its peer"
             )
-        holder, views = self.domain.adopt(refs, self._peer, self._release)  # type: ignore[arg-type]
+        holder, views = self.domain.adopt(refs, self._peer, self._release)
+        if message.header.body_ref is not None:
+            return replace(message, shared=tuple(views[:-1]), shared_body=views[-1], holder=holder)
         return replace(message, shared=tuple(views), holder=holder)
 
     def unplace(self, header: Header) -> None:
         """Take back the descriptors of a header that was never sent."""
         if self.domain is None or self._peer is None:
             return
-        refs = [m.data for m in header.tensors if m.placement is Placement.SHM]
+        refs = _refs(header)
         if refs:
-            self.domain.unplace(refs, self._peer)  # type: ignore[arg-type]
+            self.domain.unplace(refs, self._peer)

@@ -82,6 +82,7 @@ class Header:
     tensors: tuple[TensorMeta, ...] = ()
     error: ErrorInfo | None = None
     params: Params = field(default_factory=dict)
+    body_ref: list[object] | None = None  # the Arrow IPC body, in shared memory
 
 
 _MAX_TIMEOUT: Final = 1e9  # also rejects NaN and infinity
@@ -113,6 +114,8 @@ def pack_header(header: Header) -> bytes:
         out["e"] = [e.code.value, e.message, e.remote_type]
     if header.params:
         out["p"] = header.params
+    if header.body_ref is not None:
+        out["br"] = header.body_ref
     return msgpack.packb(out, use_bin_type=True)
 
 
@@ -163,6 +166,9 @@ def _header_from_map(raw: dict[str, object], limits: Limits) -> Header:
         raise FrameError(f"parameters must be a map, got {type(params).__name__}")
     tensors = raw.get("x")
     error = raw.get("e")
+    body_ref = raw.get("br")
+    if body_ref is not None and (type(body_ref) is not list or body_len):
+        raise FrameError("body descriptor must be a list, on a message without a body")
     return Header(
         kind,
         _str(raw.get("s", ""), "service"),
@@ -173,6 +179,7 @@ def _header_from_map(raw: dict[str, object], limits: Limits) -> Header:
         () if tensors is None else _tensors(tensors, limits),
         None if error is None else _error(error),
         params,
+        body_ref,
     )
 
 

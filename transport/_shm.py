@@ -81,6 +81,23 @@ def check_ref(ref: object) -> Ref:
     return ref
 
 
+@dataclass(frozen=True, slots=True)
+class ShmPlacer:
+    """Places tensors (or a whole Arrow IPC body) in shared memory for one peer."""
+
+    domain: ShmDomain
+    peer: str
+    arrow_body: bool = False
+
+    def tensor(self, array: npt.NDArray[Any]) -> Ref | None:
+        """A descriptor for `array`, by reference or copied in; None if there is no room."""
+        return self.domain.place(array, self.peer)
+
+    def body(self, parts: Sequence[Any], nbytes: int) -> Ref | None:
+        """A descriptor for `parts` copied one after another into a lease; None if full."""
+        return self.domain.place_parts(parts, nbytes, self.peer)
+
+
 class LocalView:
     """The base of an `alloc()` array: keeps a local hold on its lease."""
 
@@ -205,6 +222,8 @@ class ShmDomain:
         """A descriptor for `array` readable by `peer`: by reference if it already lives in
         shared memory, else copied into a new lease. None if there is no room."""
         base = array.base
+        while isinstance(base, np.ndarray):  # a dtype view keeps its uint8 array as base
+            base = base.base
         contiguous = array.flags.c_contiguous or array.flags.f_contiguous
         if contiguous and isinstance(base, LocalView) and base._domain is self:
             return self._hold_for(base._lease, array, peer)
@@ -223,6 +242,22 @@ class ShmDomain:
             lease.remote.setdefault(peer, []).append(time.monotonic())
         g = lease.grant
         return [lease.arena.name, g.slot, g.generation, g.token, g.offset, array.nbytes]
+
+    def place_parts(self, parts: Sequence[Any], nbytes: int, peer: str) -> Ref | None:
+        """Copy `parts` (an Arrow IPC stream, say) into one new lease; None if full."""
+        lease = self._grant(nbytes)
+        if lease is None:
+            return None
+        at = lease.grant.offset
+        for part in parts:
+            view = np.frombuffer(part, dtype=np.uint8)
+            lease.arena.data[at : at + view.size] = view
+            at += view.size
+        with self._lock:
+            self._copied += nbytes
+            lease.remote.setdefault(peer, []).append(time.monotonic())
+        g = lease.grant
+        return [lease.arena.name, g.slot, g.generation, g.token, g.offset, nbytes]
 
     def unplace(self, refs: Sequence[Ref], peer: str) -> None:
         """Take back descriptors that were never sent (the send failed before the header)."""

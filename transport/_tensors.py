@@ -12,8 +12,8 @@ numpy memory. Decoding returns read-only numpy views on the received body.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -66,19 +66,43 @@ class _Sink:
         self.closed = True
 
 
-Placer = Callable[[Array], "list[Any] | None"]
+class Placer(Protocol):
+    """Puts bytes where a link's peer can read them in place (shared memory)."""
+
+    @property
+    def arrow_body(self) -> bool:
+        """True: a large message goes as one Arrow IPC stream in place, not per tensor."""
+
+    def tensor(self, array: Array) -> list[Any] | None:
+        """A descriptor for `array` (by reference or copied in), or None if there is no room."""
+
+    def body(self, parts: Sequence[Buffer], nbytes: int) -> list[Any] | None:
+        """A descriptor for `parts` copied into one lease, or None if there is no room."""
 
 
 def encode_tensors(
     tensors: Mapping[str, object], limits: Limits, place: Placer | None = None
 ) -> tuple[tuple[TensorMeta, ...], list[Buffer], int]:
-    """Describe `tensors` for a header and lay out the body: (metas, body parts, body length).
+    """As `encode_message`, without a body placed in shared memory."""
+    metas, parts, body_len, _ = encode_message(tensors, limits, place)
+    return metas, parts, body_len
+
+
+def encode_message(
+    tensors: Mapping[str, object], limits: Limits, place: Placer | None = None
+) -> tuple[tuple[TensorMeta, ...], list[Buffer], int, list[Any] | None]:
+    """Describe `tensors` for a header and lay out the body:
+    (metas, body parts, body length, body descriptor).
 
     With `place` (a link that shares memory with its peer), fixed-width tensors of at least
-    `inline_threshold` bytes travel as shared-memory descriptors that `place` returns
-    (None: no room, send them in the body). Raises FrameError for a value that is not a
-    tensor of an OIP datatype, LimitExceeded over a limit.
+    `inline_threshold` bytes travel as shared-memory descriptors (None from `place`: no
+    room, they go in the body); with `place.arrow_body`, a large message's Arrow IPC body
+    is written into one lease instead, and the body descriptor says where. Raises
+    FrameError for a value that is not a tensor of an OIP datatype, LimitExceeded over a
+    limit.
     """
+    if place is not None and place.arrow_body:
+        return _arrow_in_place(tensors, limits, place)
     if len(tensors) > limits.max_tensors:
         raise LimitExceeded(
             f"{len(tensors)} tensors, over max_tensors={limits.max_tensors} "
@@ -97,17 +121,29 @@ def encode_tensors(
             continue
         arrays.append((name, array))
         total += _payload_size(array)
+    metas, parts, body_len = _encode_rest(arrays, total, limits)
     if shared:
-        metas, parts, body_len = _encode_rest(arrays, total, limits)
         by_name = {m.name: m for m in metas} | shared
-        return tuple(by_name[str(name)] for name in tensors), parts, body_len
-    return _encode_rest(arrays, total, limits)
+        metas = tuple(by_name[str(name)] for name in tensors)
+    return metas, parts, body_len, None
+
+
+def _arrow_in_place(
+    tensors: Mapping[str, object], limits: Limits, place: Placer
+) -> tuple[tuple[TensorMeta, ...], list[Buffer], int, list[Any] | None]:
+    arrays = [(name, _prepare(name, value, limits)) for name, value in tensors.items()]
+    total = sum(_payload_size(a) for _, a in arrays)
+    metas, parts, body_len = _encode_rest(arrays, total, limits)
+    if not body_len:
+        return metas, parts, body_len, None
+    ref = place.body(parts, body_len)
+    return (metas, parts, body_len, None) if ref is None else (metas, [], 0, ref)
 
 
 def _place(array: Array, limits: Limits, place: Placer | None) -> list[Any] | None:
     if place is None or array.nbytes < max(limits.inline_threshold, 1) or array.dtype.hasobject:
         return None
-    return place(array)
+    return place.tensor(array)
 
 
 def _encode_rest(
