@@ -61,7 +61,8 @@ with BlockingMeshClient(address) as client:
         assert out["empty"].shape == (0, 3)
         del out
         done.append([datatype, nbytes])
-print(json.dumps(done))
+    stats = client.shm_stats()
+print(json.dumps({{"done": done, "by_reference": stats.bytes_by_reference if stats else 0}}))
 """
 
 SMALL_SIZES = [0, 1, 8, 4096, 65_536, 65_537, 1 << 20, 16 << 20]
@@ -83,7 +84,9 @@ DATATYPES = [
 ]
 
 
-def run_client(address: str, plan: list[tuple[str, int]], timeout: float) -> list[list[object]]:
+def run_client(
+    address: str, plan: list[tuple[str, int]], timeout: float
+) -> tuple[list[list[object]], int]:
     result = subprocess.run(
         [
             sys.executable,
@@ -99,29 +102,38 @@ def run_client(address: str, plan: list[tuple[str, int]], timeout: float) -> lis
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    done: list[list[object]] = json.loads(result.stdout)
-    return done
+    report = json.loads(result.stdout)
+    return report["done"], int(report["by_reference"])
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("path", ["tcp", "uds"])
+@pytest.mark.parametrize("path", ["tcp", "uds", "shm"])
 def test_every_datatype_round_trips_between_two_processes(
-    serve_process: Callable[[str], ServeProcess], path: str
+    serve_process: Callable[[str], ServeProcess], path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if path != "shm":
+        monkeypatch.setenv("ARROWMESH_SHM_DIR", "")  # the network link alone
     server = serve_process(ECHO)
     plan = [(d, n) for d in DATATYPES for n in SMALL_SIZES if not (d == "BYTES" and n > (1 << 20))]
-    done = run_client(server.mesh if path == "tcp" else server.uds, plan, timeout=240)
+    done, by_reference = run_client(server.uds if path == "uds" else server.mesh, plan, 240)
     assert [tuple(x) for x in done] == plan
+    if path == "shm":  # every fixed-width tensor over the inline threshold went by reference
+        assert by_reference >= sum(n for d, n in plan if d != "BYTES" and n > 65_536)
+    else:
+        assert by_reference == 0
     assert server.stop() == 0
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("path", ["tcp", "shm"])
 def test_one_gibibyte_tensors_round_trip_between_two_processes(
-    serve_process: Callable[[str], ServeProcess],
+    serve_process: Callable[[str], ServeProcess], path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if path == "tcp":
+        monkeypatch.setenv("ARROWMESH_SHM_DIR", "")
     server = serve_process(ECHO)
-    plan = [("UINT8", 1 << 30), ("FP32", 1 << 30)]
-    done = run_client(server.mesh, plan, timeout=280)
+    plan = [("UINT8", 1 << 30)] if path == "shm" else [("UINT8", 1 << 30), ("FP32", 1 << 30)]
+    done, _ = run_client(server.mesh, plan, timeout=280)
     assert [tuple(x) for x in done] == plan
     assert server.stop() == 0
 

@@ -1,0 +1,198 @@
+"""Shared-memory domains in one process: two domains stand for two processes."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transport import FrameError, ShmDomain
+
+from ..conftest import child_env, wait_for
+
+
+@pytest.fixture
+def domains(shm_dir: Path) -> Iterator[tuple[ShmDomain, ShmDomain]]:
+    a = ShmDomain(shm_dir, arena_size=8 << 20, reap_interval=0.05)
+    b = ShmDomain(shm_dir, arena_size=8 << 20, reap_interval=0.05)
+    yield a, b
+    b.close()
+    a.close()
+
+
+def send(
+    a: ShmDomain, b: ShmDomain, array: np.ndarray
+) -> tuple[object, np.ndarray, list[list[object]]]:
+    """`a` places `array` for `b`; `b` adopts it. Returns b's holder, view, and what b released."""
+    ref = a.place(array, b.proc)
+    assert ref is not None
+    released: list[list[object]] = []
+    holder, (view,) = b.adopt([ref], a.proc, released.extend)
+    return holder, view, released
+
+
+def test_a_tensor_crosses_by_reference_and_its_lease_ends_on_release(
+    domains: tuple[ShmDomain, ShmDomain],
+) -> None:
+    a, b = domains
+    x = np.arange(100_000, dtype=np.float32)
+    holder, view, released = send(a, b, x)
+    np.testing.assert_array_equal(view.view(np.float32), x)
+    assert not view.flags.writeable
+    assert a.stats().leases == 1 and a.stats().bytes_copied == x.nbytes
+    del holder, view
+    gc.collect()
+    assert len(released) == 1
+    a.release(b.proc, released)
+    assert a.stats().leases == 0 and a.stats().used_bytes == a.stats().used_bytes
+
+
+def test_alloc_arrays_travel_without_a_copy(domains: tuple[ShmDomain, ShmDomain]) -> None:
+    a, b = domains
+    x = a.alloc((64, 64), np.int16)
+    assert x is not None
+    x[:] = 7
+    holder, view, _ = send(a, b, x)
+    assert a.stats().bytes_copied == 0
+    assert (view.view(np.int16) == 7).all()
+    del holder, view, x
+    gc.collect()
+
+
+def test_a_peer_view_passed_back_to_its_owner_needs_no_copy(
+    domains: tuple[ShmDomain, ShmDomain],
+) -> None:
+    a, b = domains
+    x = np.ones(50_000)
+    holder, view, released = send(a, b, x)
+    back = b.place(view.view(np.float64), a.proc)  # b echoes what it got
+    assert back is not None and b.stats().bytes_copied == 0
+    holder_a, (mine,) = a.adopt([back], b.proc, lambda refs: None)
+    assert (mine.view(np.float64) == 1).all()
+    del holder, view
+    gc.collect()
+    a.release(b.proc, released)
+    assert a.stats().leases == 1  # still held by `mine`
+    del holder_a, mine
+    gc.collect()
+    assert a.stats().leases == 0
+
+
+@pytest.mark.parametrize(
+    ("forge", "says"),
+    [
+        (lambda r: [r[0], r[1], r[2], r[3] ^ 1, r[4], r[5]], "does not match a live lease"),
+        (lambda r: [r[0], r[1], r[2] + 1, r[3], r[4], r[5]], "does not match a live lease"),
+        (lambda r: [r[0], r[1], r[2], r[3], r[4], r[5] + (1 << 20)], "outside its lease"),
+        (lambda r: [r[0], r[1], r[2], r[3], r[4] - 4096, r[5]], "outside its lease"),
+        (lambda r: [r[0], 10**6, r[2], r[3], r[4], r[5]], "no slot"),
+        (lambda r: ["../../../etc/passwd", *r[1:]], "does not belong"),
+        (lambda r: ["0123456789abcdef-0.arena", *r[1:]], "does not belong"),
+        (lambda r: [r[0], "1", *r[2:]], "descriptor must be"),
+        (lambda r: r[:5], "descriptor must be"),
+    ],
+)
+def test_forged_descriptors_are_refused_and_read_nothing(
+    domains: tuple[ShmDomain, ShmDomain], forge: object, says: str
+) -> None:
+    a, b = domains
+    ref = a.place(np.arange(20_000, dtype=np.int64), b.proc)
+    assert ref is not None
+    before = b.stats()
+    with pytest.raises(FrameError, match=says):
+        b.adopt([forge(ref)], a.proc, lambda refs: None)  # type: ignore[operator]
+    assert b.stats().bytes_by_reference == before.bytes_by_reference
+    a.release(b.proc, [ref])
+
+
+def test_a_stale_descriptor_is_refused_after_its_lease_ends(
+    domains: tuple[ShmDomain, ShmDomain],
+) -> None:
+    a, b = domains
+    ref = a.place(np.zeros(10_000), b.proc)
+    assert ref is not None
+    a.release(b.proc, [ref])
+    a.place(np.ones(10_000), b.proc)  # the slot and block are reused
+    with pytest.raises(FrameError, match="does not match a live lease"):
+        b.adopt([ref], a.proc, lambda refs: None)
+
+
+def test_a_lease_held_too_long_is_reclaimed(shm_dir: Path) -> None:
+    a = ShmDomain(shm_dir, arena_size=4 << 20, lease_timeout=0.2, reap_interval=0.05)
+    b = ShmDomain(shm_dir, arena_size=4 << 20)
+    try:
+        assert a.place(np.zeros(10_000), b.proc) is not None
+        wait_for(lambda: a.stats().leases == 0, 5, "the lease timeout")
+        assert a.stats().reaped_leases == 1
+    finally:
+        b.close()
+        a.close()
+
+
+def test_domains_in_different_directories_have_different_tokens(
+    tmp_path: Path, shm_dir: Path
+) -> None:
+    a = ShmDomain(shm_dir, arena_size=1 << 20)
+    b = ShmDomain(tmp_path / "other", arena_size=1 << 20)
+    try:
+        assert a.token != b.token
+    finally:
+        b.close()
+        a.close()
+
+
+def test_close_leaves_the_directory_empty(shm_dir: Path) -> None:
+    a = ShmDomain(shm_dir, arena_size=1 << 20)
+    b = ShmDomain(shm_dir, arena_size=1 << 20)
+    assert a.token == b.token
+    assert len(list(shm_dir.iterdir())) == 5  # domain, two locks, two arenas
+    a.close()
+    b.close()
+    assert list(shm_dir.iterdir()) == []
+
+
+CHILD = """
+import sys, time
+import numpy as np
+from transport import ShmDomain
+d = ShmDomain(sys.argv[1], arena_size=1 << 20)
+peer = sys.argv[2]
+x = d.alloc(1000, np.float64)
+d.place(np.ones(5000), peer)
+print(d.proc, flush=True)
+time.sleep(60)
+"""
+
+
+def test_files_of_a_killed_process_are_removed_and_its_holds_dropped(shm_dir: Path) -> None:
+    a = ShmDomain(shm_dir, arena_size=1 << 20, reap_interval=0.05)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(CHILD), str(shm_dir), a.proc],
+            stdout=subprocess.PIPE,
+            env=child_env(),
+            text=True,
+        )
+        assert child.stdout is not None
+        proc = child.stdout.readline().strip()
+        ref = a.place(np.zeros(3000), proc)  # lent to the child, never released
+        assert ref is not None and a.stats().leases == 1
+        assert any(p.name.startswith(proc) for p in shm_dir.iterdir())
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        wait_for(
+            lambda: not any(p.name.startswith(proc) for p in shm_dir.iterdir()), 5, "files to go"
+        )
+        wait_for(lambda: a.stats().leases == 0, 5, "the dead holder's lease to be reclaimed")
+        assert a.stats().reaped_files >= 2
+    finally:
+        a.close()
