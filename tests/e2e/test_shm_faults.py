@@ -215,3 +215,69 @@ async def test_a_forged_descriptor_on_the_link_gets_a_clear_error(shm_dir: Path)
         assert info.value.code is transport.ErrorCode.INVALID_ARGUMENT
         link.shm.domain.release(link.shm._peer, [ref])  # type: ignore[union-attr,arg-type]
         assert (await client.infer("echo", {"x": np.ones(3)}))["x"].sum() == 3
+
+
+PRODUCING = """
+import numpy as np
+import sidecar
+def make(inputs):
+    out = sidecar.alloc((256, 1024), np.float32)  # written in place, sent by reference
+    out[:] = float(inputs["k"])
+    return {{"out": out}}
+sidecar.serve(make, service="make", ready_file={ready!r}, uds_path={uds!r})
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_handler_alloc_output_arrives_by_reference(
+    serve_process: Callable[[str], ServeProcess],
+) -> None:
+    server = serve_process(PRODUCING)
+    with BlockingMeshClient(server.mesh) as client:
+        out = client.infer("make", {"k": np.array(4)})["out"]
+        assert out.shape == (256, 1024) and (out == 4).all()
+        stats = client.shm_stats()
+        assert stats is not None
+        assert stats.bytes_by_reference == out.nbytes and stats.bytes_copied == 0
+        del out
+    assert server.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_arrow_ipc_in_place_round_trips_every_fixed_datatype(
+    serve_process: Callable[[str], ServeProcess],
+) -> None:
+    server = serve_process(ECHO)
+    with BlockingMeshClient(server.mesh, arrow_in_shm=True) as client:
+        inputs = {
+            name: np.arange(40_000).astype(transport.numpy_dtype(name))
+            for name in transport.DATATYPES
+            if name != "BYTES"
+        }
+        inputs["words"] = np.array([b"a", b"bc"] * 10, dtype=object)
+        out = client.infer("echo", inputs)
+        for name, array in inputs.items():
+            np.testing.assert_array_equal(out[name], array)
+        stats = client.shm_stats()
+        assert (
+            stats is not None and stats.bytes_copied > sum(a.nbytes for a in inputs.values()) // 2
+        )
+        del out
+    assert server.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_full_arenas_fall_back_to_the_network_without_failing(
+    serve_process: Callable[[str], ServeProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = serve_process(ECHO)
+    monkeypatch.setenv("ARROWMESH_SHM_ARENA_SIZE", str(1 << 20))
+    monkeypatch.setenv("ARROWMESH_SHM_MAX_BYTES", str(2 << 20))
+    with BlockingMeshClient(server.mesh) as client:
+        big = np.arange(1 << 20, dtype=np.float64)  # 8 MiB: no arena may hold it
+        np.testing.assert_array_equal(client.infer("echo", {"x": big})["x"], big)
+        small = np.ones(1 << 15)  # 256 KiB: fits
+        np.testing.assert_array_equal(client.infer("echo", {"x": small})["x"], small)
+        stats = client.shm_stats()
+        assert stats is not None and stats.bytes_copied == small.nbytes
+    assert server.stop() == 0
