@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,9 +45,10 @@ class Cell:
     size: int
     samples: list[float] = field(default_factory=list)
     wrong: int = 0
+    by_reference: int = 0
 
 
-def _start(workdir: Path, index: int) -> Replica:
+def _start(workdir: Path, index: int, shm_dir: Path) -> Replica:
     ready = workdir / f"replica-{index}.json"
     proc = subprocess.Popen(
         [
@@ -56,7 +59,8 @@ def _start(workdir: Path, index: int) -> Replica:
             str(ready),
             "--uds",
             str(workdir / f"replica-{index}.sock"),
-        ]
+        ],
+        env={**os.environ, "ARROWMESH_SHM_DIR": str(shm_dir)},
     )
     deadline = time.monotonic() + _READY_TIMEOUT
     while not ready.exists():
@@ -69,12 +73,12 @@ def _start(workdir: Path, index: int) -> Replica:
 
 
 @contextmanager
-def _replicas(count: int) -> Iterator[list[Replica]]:
+def _replicas(count: int, shm_dir: Path) -> Iterator[list[Replica]]:
     with tempfile.TemporaryDirectory(prefix="arrowmesh-demo-") as tmp:
         started: list[Replica] = []
         try:
             for i in range(count):
-                started.append(_start(Path(tmp), i))
+                started.append(_start(Path(tmp), i, shm_dir))
             yield started
         finally:
             codes = _stop(started)
@@ -96,9 +100,10 @@ def _stop(replicas: list[Replica]) -> list[int]:
     return codes
 
 
-def _measure(client: BlockingMeshClient, cell: Cell, requests: int) -> None:
+def _measure(client: BlockingMeshClient, cell: Cell, requests: int, in_shm: bool) -> None:
     rows = max(1, cell.size // (4 * 256))
-    x = np.random.default_rng(cell.size).standard_normal((rows, 256), dtype=np.float32)
+    x = client.alloc((rows, 256), np.float32) if in_shm else np.empty((rows, 256), np.float32)
+    x[:] = np.random.default_rng(cell.size).standard_normal((rows, 256), dtype=np.float32)
     expected = embed({"x": x})
     for _ in range(requests):
         start = time.perf_counter()
@@ -110,7 +115,7 @@ def _measure(client: BlockingMeshClient, cell: Cell, requests: int) -> None:
 
 def _table(cells: list[Cell]) -> Table:
     table = Table(title="arrowmesh demo: toy embedder, 2 replicas, round trips")
-    for column in ("path", "size", "requests", "median", "p99", "GB/s", "wrong"):
+    for column in ("path", "size", "requests", "median", "p99", "GB/s", "by reference", "wrong"):
         table.add_column(column, justify="left" if column == "path" else "right")
     for c in cells:
         med = float(np.median(c.samples))
@@ -122,12 +127,15 @@ def _table(cells: list[Cell]) -> Table:
             f"{med * 1e3:.3f} ms",
             f"{p99 * 1e3:.3f} ms",
             f"{2 * c.size / med / 1e9:.2f}",
+            _size(c.by_reference) if c.by_reference else "-",
             str(c.wrong),
         )
     return table
 
 
 def _size(n: int) -> str:
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.1f} GiB"
     return f"{n // (1 << 20)} MiB" if n >= 1 << 20 else f"{n // 1024} KiB"
 
 
@@ -135,22 +143,51 @@ def main(requests: int = 50) -> int:
     """Run the demo; returns the process exit code."""
     console = Console()
     cells: list[Cell] = []
-    with _replicas(2) as replicas:
-        paths = [(f"tcp -> replica {i}", r.mesh) for i, r in enumerate(replicas)]
-        paths += [(f"uds -> replica {i}", r.uds) for i, r in enumerate(replicas)]
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("sending tensors", total=len(paths) * len(SIZES))
-            for name, address in paths:
-                with BlockingMeshClient(address) as client:
-                    client.infer("embedder", {"x": np.ones((1, 256), np.float32)})  # connect
-                    for size in SIZES:
-                        cell = Cell(name, size)
-                        _measure(client, cell, max(10, requests * 4096 // size))
-                        cells.append(cell)
-                        progress.advance(task)
+    shm_dir = Path(tempfile.mkdtemp(prefix="arrowmesh-demo-", dir=_shm_root()))
+    try:
+        with _replicas(2, shm_dir) as replicas:
+            paths = _paths(replicas, shm_dir)
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("sending tensors", total=len(paths) * len(SIZES))
+                for name, address, client_shm, in_shm in paths:
+                    with BlockingMeshClient(address, shm_dir=client_shm) as client:
+                        client.infer("embedder", {"x": np.ones((1, 256), np.float32)})  # connect
+                        for size in SIZES:
+                            cell = Cell(name, size)
+                            before = _by_reference(client)
+                            _measure(client, cell, max(10, requests * 4096 // size), in_shm)
+                            cell.by_reference = _by_reference(client) - before
+                            cells.append(cell)
+                            progress.advance(task)
+        left = sorted(p.name for p in shm_dir.iterdir())
+    finally:
+        shutil.rmtree(shm_dir, ignore_errors=True)
     console.print(_table(cells))
     wrong = sum(c.wrong for c in cells)
     console.print(
-        f"replicas stopped cleanly; {sum(len(c.samples) for c in cells)} requests, {wrong} wrong"
+        f"replicas stopped cleanly; {sum(len(c.samples) for c in cells)} requests, {wrong} wrong; "
+        + (f"LEFT in shared memory: {left}" if left else "shared-memory directory left empty")
     )
-    return 1 if wrong else 0
+    return 1 if wrong or left else 0
+
+
+def _paths(replicas: list[Replica], shm_dir: Path) -> list[tuple[str, str, str, bool]]:
+    """(label, address, client shm_dir, input allocated in shared memory) per path."""
+    paths = [(f"tcp -> replica {i}", r.mesh, "", False) for i, r in enumerate(replicas)]
+    paths += [(f"uds -> replica {i}", r.uds, "", False) for i, r in enumerate(replicas)]
+    paths += [
+        (f"shm copy-in -> replica {i}", r.mesh, str(shm_dir), False) for i, r in enumerate(replicas)
+    ]
+    paths += [
+        (f"shm alloc() -> replica {i}", r.mesh, str(shm_dir), True) for i, r in enumerate(replicas)
+    ]
+    return paths
+
+
+def _by_reference(client: BlockingMeshClient) -> int:
+    stats = client.shm_stats()
+    return 0 if stats is None else stats.bytes_by_reference
+
+
+def _shm_root() -> str | None:
+    return "/dev/shm" if Path("/dev/shm").is_dir() else None
