@@ -142,6 +142,8 @@ def _size(n: int) -> str:
 def main(requests: int = 50) -> int:
     """Run the demo; returns the process exit code."""
     console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)
     cells: list[Cell] = []
     shm_dir = Path(tempfile.mkdtemp(prefix="arrowmesh-demo-", dir=_shm_root()))
     try:
@@ -173,14 +175,17 @@ def main(requests: int = 50) -> int:
 
 def _paths(replicas: list[Replica], shm_dir: Path) -> list[tuple[str, str, str, bool]]:
     """(label, address, client shm_dir, input allocated in shared memory) per path."""
-    paths = [(f"tcp -> replica {i}", r.mesh, "", False) for i, r in enumerate(replicas)]
-    paths += [(f"uds -> replica {i}", r.uds, "", False) for i, r in enumerate(replicas)]
-    paths += [
-        (f"shm copy-in -> replica {i}", r.mesh, str(shm_dir), False) for i, r in enumerate(replicas)
-    ]
-    paths += [
-        (f"shm alloc() -> replica {i}", r.mesh, str(shm_dir), True) for i, r in enumerate(replicas)
-    ]
+    shm = str(shm_dir)
+    paths: list[tuple[str, str, str, bool]] = []
+    for label, shared, in_shm in (
+        ("tcp", "", False),
+        ("uds", "", False),
+        ("shm copy-in", shm, False),
+        ("shm alloc()", shm, True),
+    ):
+        for i, r in enumerate(replicas):
+            address = r.uds if label == "uds" else r.mesh
+            paths.append((f"{label} -> replica {i}", address, shared, in_shm))
     return paths
 
 

@@ -29,8 +29,9 @@ def test_demo_runs_a_mesh_checks_every_answer_and_exits_zero() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas stopped cleanly" in result.stdout
     assert " 0 wrong" in result.stdout
-    for path in ("tcp -> replica 0", "uds -> replica 1"):
+    for path in ("tcp -> replica 0", "uds -> replica 1", "shm alloc() -> replica 1"):
         assert path in result.stdout
+    assert "shared-memory directory left empty" in result.stdout
 
 
 def test_bad_usage_exits_2_and_says_why() -> None:
