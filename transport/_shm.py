@@ -304,7 +304,12 @@ class ShmDomain:
         with self._lock:
             for arena, ref in views:
                 if arena.owned:
-                    lease = self._leases[(arena.name, ref[1])]
+                    lease = self._leases.get((arena.name, ref[1]))
+                    if lease is None:  # revoked between the check and here
+                        for held in local:
+                            held.local -= 1
+                            self._maybe_revoke(held)
+                        raise FrameError(f"lease {ref[1]} of arena {arena.name} has ended")
                     lease.local += 1
                     local.append(lease)
         holder = PeerRefs(self, peer, refs, release, local)
