@@ -16,7 +16,7 @@ from ._header import ErrorInfo, Header, Kind, Placement, TensorMeta, pack_header
 from ._limits import Limits
 from ._link import BodyPart, Handler, LinkServer, Reply, StreamLink, connect, parse_address
 from ._pool import BufferPool, PoolStats, RecvBuffer
-from ._shm import ShmDomain, ShmPlacer, ShmStats
+from ._shm import LinkCounters, ShmDomain, ShmPlacer, ShmStats
 from ._sync import SyncLink
 from ._tensors import Placer, decode_tensors, encode_message, encode_tensors
 
@@ -36,6 +36,7 @@ __all__ = [
     "LimitExceeded",
     "Limits",
     "LinkClosed",
+    "LinkCounters",
     "LinkServer",
     "Message",
     "Placement",

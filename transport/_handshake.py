@@ -20,7 +20,7 @@ from typing import Any, Final
 from ._errors import FrameError
 from ._frame import Message
 from ._header import Header, Placement
-from ._shm import Ref, ShmDomain, ShmPlacer
+from ._shm import LinkCounters, Ref, ShmDomain, ShmPlacer
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class ShmHandshake:
         self._peer: str | None = None  # the peer's process id, from its HELLO
         self._readable = False  # we read the peer's probe: its descriptors are honoured
         self.placer: ShmPlacer | None = None  # set once the peer read ours
+        self.counters = LinkCounters()  # what this link moved through shared memory
         self.is_settled = False
         try:
             self.settled: asyncio.Future[None] | None = asyncio.get_running_loop().create_future()
@@ -95,7 +96,7 @@ class ShmHandshake:
                 and self.domain is not None
                 and fields["ack"] == self._probe[1]
             ):
-                self.placer = ShmPlacer(self.domain, self._peer)
+                self.placer = ShmPlacer(self.domain, self._peer, self.counters)
                 logger.debug("shared memory negotiated", extra={"peer": self._peer})
             self.settle()
         releases = fields.get("release")
@@ -123,6 +124,7 @@ class ShmHandshake:
                 "shared memory with its peer"
             )
         holder, views = self.domain.adopt(refs, self._peer, self._release)
+        self.counters.received += sum(ref[5] for ref in refs)
         if message.header.body_ref is not None:
             return replace(message, shared=tuple(views[:-1]), shared_body=views[-1], holder=holder)
         return replace(message, shared=tuple(views), holder=holder)

@@ -81,21 +81,34 @@ def check_ref(ref: object) -> Ref:
     return ref
 
 
+@dataclass(slots=True)
+class LinkCounters:
+    """Bytes one link moved through shared memory: copied in, passed by reference, received."""
+
+    copied: int = 0
+    by_reference: int = 0
+    received: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class ShmPlacer:
     """Places tensors (or a whole Arrow IPC body) in shared memory for one peer."""
 
     domain: ShmDomain
     peer: str
+    counters: LinkCounters = field(default_factory=LinkCounters)
     arrow_body: bool = False
 
     def tensor(self, array: npt.NDArray[Any]) -> Ref | None:
         """A descriptor for `array`, by reference or copied in; None if there is no room."""
-        return self.domain.place(array, self.peer)
+        return self.domain.place(array, self.peer, self.counters)
 
     def body(self, parts: Sequence[Any], nbytes: int) -> Ref | None:
         """A descriptor for `parts` copied one after another into a lease; None if full."""
-        return self.domain.place_parts(parts, nbytes, self.peer)
+        ref = self.domain.place_parts(parts, nbytes, self.peer)
+        if ref is not None:
+            self.counters.copied += nbytes
+        return ref
 
 
 class LocalView:
@@ -218,22 +231,28 @@ class ShmDomain:
             base = LocalView(self, lease, lease.grant.offset, nbytes)
         return np.asarray(base).view(dt).reshape(shape_t)
 
-    def place(self, array: npt.NDArray[Any], peer: str) -> Ref | None:
+    def place(
+        self, array: npt.NDArray[Any], peer: str, counters: LinkCounters | None = None
+    ) -> Ref | None:
         """A descriptor for `array` readable by `peer`: by reference if it already lives in
         shared memory, else copied into a new lease. None if there is no room."""
+        counters = counters or LinkCounters()
         base = array.base
         while isinstance(base, np.ndarray):  # a dtype view keeps its uint8 array as base
             base = base.base
         contiguous = array.flags.c_contiguous or array.flags.f_contiguous
         if contiguous and isinstance(base, LocalView) and base._domain is self:
+            counters.by_reference += array.nbytes
             return self._hold_for(base._lease, array, peer)
         if contiguous and isinstance(base, PeerView) and base.owner == peer:
+            counters.by_reference += array.nbytes
             self._by_reference += array.nbytes
             offset = base.ref[4] + (array.__array_interface__["data"][0] - base.address)
             return [*base.ref[:4], offset, array.nbytes]
         lease = self._grant(array.nbytes)
         if lease is None:
             return None
+        counters.copied += array.nbytes
         dest = lease.arena.data[lease.grant.offset : lease.grant.offset + array.nbytes]
         if array.size:  # memory order: a Fortran-order array is sent as Fortran order
             dest[:] = array.reshape(-1, order="A").view(np.uint8)

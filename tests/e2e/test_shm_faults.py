@@ -190,6 +190,9 @@ def test_same_directory_moves_tensors_by_reference(
         stats = client.shm_stats()
         assert stats is not None
         assert stats.bytes_copied == 0 and stats.bytes_by_reference >= 2 * x.nbytes
+        counters = client._link().shm.counters  # the same, counted on the link itself
+        assert counters.by_reference == x.nbytes and counters.received == x.nbytes
+        assert counters.copied == 0
         del out, x
     assert server.stop() == 0
 
