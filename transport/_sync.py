@@ -51,6 +51,7 @@ class SyncLink:
     ) -> None:
         self.limits = limits
         self._releases: collections.deque[Ref] = collections.deque()
+        self._backlog: collections.deque[object] = collections.deque()
         self.shm = ShmHandshake(shm, self._releases.extend)
         self._sock = sock
         self._decoder = FrameDecoder(limits, pool)
@@ -89,14 +90,17 @@ class SyncLink:
             link._send_all([hello_frame(**link.shm.hello())], deadline)
             hello = False
             while not (hello and link.shm.is_settled):
-                for event in link._receive(deadline):
-                    if isinstance(event, Hello):
-                        hello = True
-                        answer = link.shm.on_peer_hello(event.fields.get("shm"))
-                        if answer is not None:
-                            link._send_all([shm_frame(**answer)], deadline)
-                    elif isinstance(event, ShmControl):
-                        link.shm.on_control(event.fields)
+                event = link._next_event(deadline)
+                if isinstance(event, Hello):
+                    hello = True
+                    answer = link.shm.on_peer_hello(event.fields.get("shm"))
+                    if answer is not None:
+                        link._send_all([shm_frame(**answer)], deadline)
+                elif isinstance(event, ShmControl):
+                    link.shm.on_control(event.fields)
+                else:
+                    link._backlog.appendleft(event)  # early, for the first request
+                    break
         except (LinkClosed, DeadlineExceeded) as exc:
             link.close()
             raise LinkClosed(f"cannot connect to {address}: {exc}") from exc
@@ -175,29 +179,41 @@ class SyncLink:
         if refs:
             self._send_all([shm_frame(release=refs)], None)
 
+    def _next_event(self, deadline: float | None) -> object:
+        # One read can bring several frames; those after the one we wanted wait here, so
+        # a release or a ping that came with a reply is not lost.
+        while not self._backlog:
+            self._backlog.extend(self._receive(deadline))
+        return self._backlog.popleft()
+
     def _await_reply(self, stream: int, deadline: float | None) -> Message:
         while True:
-            for event in self._receive(deadline):
-                if isinstance(event, ShmControl):
-                    self.shm.on_control(event.fields)
-                    continue
-                if isinstance(event, GoAway):
-                    raise self._fail(
-                        LinkClosed(f"{self._peer} closed the link: {event.error.message}")
-                    )
-                if not isinstance(event, Message):
-                    continue
+            event = self._next_event(deadline)
+            if isinstance(event, ShmControl):
+                self.shm.on_control(event.fields)
+            elif isinstance(event, GoAway):
+                raise self._fail(LinkClosed(f"{self._peer} closed the link: {event.error.message}"))
+            elif isinstance(event, Message):
                 kind = event.header.kind
                 if kind == Kind.PING:
                     self._send_all(head_frame(event.stream, pack_header(Header(Kind.PONG))), None)
                 elif event.stream == stream and kind in (Kind.RESPONSE, Kind.ERROR, Kind.PONG):
-                    return self.shm.adopt(event)
+                    reply = self.shm.adopt(event)  # before releases that came after it
+                    self._drain_controls()
+                    return reply
+                elif event.stream == stream and kind == Kind.CANCEL:
+                    raise Cancelled(f"{self._peer} cancelled the request")
                 elif event.header.tensors:
                     with contextlib.suppress(FrameError):  # a late reply: map, drop, release
                         self.shm.adopt(event)
-                elif event.stream == stream and kind == Kind.CANCEL:
-                    raise Cancelled(f"{self._peer} cancelled the request")
                 # anything else answers a request we gave up on: dropped, buffer returned
+
+    def _drain_controls(self) -> None:
+        """Act on releases that arrived with the reply, without waiting for more."""
+        while self._backlog and isinstance(self._backlog[0], ShmControl):
+            control = self._backlog.popleft()
+            assert isinstance(control, ShmControl)
+            self.shm.on_control(control.fields)
 
     def _receive(self, deadline: float | None) -> list[object]:
         self._sock.settimeout(_remaining(deadline))
