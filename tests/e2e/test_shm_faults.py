@@ -284,3 +284,22 @@ def test_full_arenas_fall_back_to_the_network_without_failing(
         stats = client.shm_stats()
         assert stats is not None and stats.bytes_copied == small.nbytes
     assert server.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_blocking_client_s_leases_do_not_pile_up(
+    serve_process: Callable[[str], ServeProcess],
+) -> None:
+    # Regression: releases that arrived in the same read as a reply were dropped.
+    server = serve_process(ECHO)
+    with BlockingMeshClient(server.mesh) as client:
+        x = np.ones(1 << 17)
+        client.infer("echo", {"x": x})
+        first = client.shm_stats()
+        for _ in range(40):
+            client.infer("echo", {"x": x})
+        stats = client.shm_stats()
+        assert first is not None and stats is not None
+        assert stats.leases <= 2
+        assert stats.arena_bytes == first.arena_bytes
+    assert server.stop() == 0
