@@ -1,4 +1,4 @@
-"""Entry point of a server child: `python -m bench._child MODULE READY_FILE WORKDIR SIZES PARENT`.
+"""A server child: `python -m bench._child MODULE READY_FILE WORKDIR SHM_DIR SIZES PARENT`.
 
 Imports MODULE and runs its `serve(ServerArgs)` until the parent terminates it. The child
 lives in its own process group, so Ctrl-C reaches only the parent, which then stops every
@@ -22,11 +22,11 @@ _SIGTERM: Final = 15
 
 def main(argv: list[str]) -> int:
     """Run one server; returns when it stops (most are killed first)."""
-    module_name, ready_file, workdir, sizes, parent = argv
+    module_name, ready_file, workdir, shm_dir, sizes, parent = argv
     _die_with_parent(int(parent))
     module = importlib.import_module(module_name)
     serve = cast(Callable[[ServerArgs], None], module.serve)
-    serve(ServerArgs(ready_file, workdir, tuple(int(s) for s in sizes.split(",") if s)))
+    serve(ServerArgs(ready_file, workdir, tuple(int(s) for s in sizes.split(",") if s), shm_dir))
     return 0
 
 

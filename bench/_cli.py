@@ -45,8 +45,8 @@ def main(argv: list[str]) -> int:
     except SystemExit as exc:  # --help, or a usage error argparse already printed
         return exc.code if isinstance(exc.code, int) else 2
     console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 120)
+    if not console.is_terminal:  # a log or CI: room for the transfer table's 9 columns
+        console.width = max(console.width, 140)
     try:
         with _sigterm_as_interrupt():
             return _load(args.command).run(args, console)

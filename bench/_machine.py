@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Final
 
-_PACKAGES: Final = ("numpy", "pyarrow", "grpcio", "aiohttp", "uvloop", "arrowmesh")
+_PACKAGES: Final = ("numpy", "pyarrow", "grpcio", "aiohttp", "uvloop", "ray", "arrowmesh")
 _REPO: Final = Path(__file__).resolve().parent.parent
 
 

@@ -1,4 +1,4 @@
-"""Pre-faulted, reusable buffers for the baselines' receive paths.
+"""Pre-faulted memory: reusable buffers for the baselines' receive paths, shared mappings.
 
 First touch of fresh memory costs 4x to 30x a memcpy on this class of machine
 (shared/BASELINES.md), and our own link receives into pre-faulted pooled slabs, so every
@@ -13,6 +13,7 @@ from typing import Final
 import numpy as np
 
 _PAGE: Final = mmap.PAGESIZE
+_MADV_POPULATE_WRITE: Final = 23  # Linux 5.14; not in the mmap module of Python 3.11
 
 
 def prefaulted(nbytes: int) -> mmap.mmap:
@@ -22,6 +23,15 @@ def prefaulted(nbytes: int) -> mmap.mmap:
         memory.madvise(mmap.MADV_HUGEPAGE)
     np.frombuffer(memory, dtype=np.uint8)[::_PAGE] = 1
     return memory
+
+
+def prefault_shared(memory: mmap.mmap) -> None:
+    """Fault in every page of a shared file mapping in this process, keeping its contents."""
+    try:
+        memory.madvise(_MADV_POPULATE_WRITE)
+    except OSError:  # older kernels: a read of each page maps it, a write of it back dirties it
+        pages = np.frombuffer(memory, dtype=np.uint8)[::_PAGE]
+        pages[:] = pages
 
 
 class ReusedBuffer:

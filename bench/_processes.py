@@ -2,7 +2,8 @@
 
 Each server runs in its own interpreter (`python -m bench._child`), bound to 127.0.0.1
 port 0, and reports its addresses in a JSON ready file. Its output goes to a log file in
-the work directory, quoted in the error if it fails to start.
+the work directory, quoted in the error if it fails to start. What clients are told of a
+server is its ready file plus the run's `workdir` and `shm_dir`.
 """
 
 from __future__ import annotations
@@ -58,25 +59,32 @@ def running_servers(
     sizes: Sequence[int],
     timeout: float = 60.0,
     cpus: frozenset[int] | None = None,
+    shm_dir: str = "",
 ) -> Iterator[Servers]:
     """Start one child per server module, wait until all are ready; stop them all after.
 
+    `shm_dir` is the shared-memory directory servers and clients use ("" for none).
     Raises ServerFailed if a child exits or is not ready within `timeout` seconds.
     """
     children: list[_Child] = []
+    run = {"workdir": str(workdir), "shm_dir": shm_dir}
     try:
         for module in modules:
-            children.append(_start(module, workdir, sizes, cpus))
+            children.append(_start(module, workdir, sizes, cpus, shm_dir))
         deadline = time.monotonic() + timeout
-        yield Servers({child.module: _wait_ready(child, deadline) for child in children}, children)
+        ready = {child.module: {**_wait_ready(child, deadline), **run} for child in children}
+        yield Servers(ready, children)
     finally:
         _stop(children)
 
 
-def _start(module: str, workdir: Path, sizes: Sequence[int], cpus: frozenset[int] | None) -> _Child:
+def _start(
+    module: str, workdir: Path, sizes: Sequence[int], cpus: frozenset[int] | None, shm_dir: str
+) -> _Child:
     name = module.rpartition(".")[2].lstrip("_")
     ready, log = workdir / f"{name}.ready.json", workdir / f"{name}.log"
-    argv = [module, str(ready), str(workdir), ",".join(map(str, sizes)), str(os.getpid())]
+    sizes_arg = ",".join(map(str, sizes))
+    argv = [module, str(ready), str(workdir), shm_dir, sizes_arg, str(os.getpid())]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")])),

@@ -98,6 +98,11 @@ class GuardedClient:
         self._client = client
         self._watchdog = watchdog
 
+    @property
+    def inner(self) -> Client:
+        """The client it guards, for checks outside the timed calls."""
+        return self._client
+
     def echo(self, payload: Payload) -> Payload:
         """As `Client.echo`."""
         with self._failures(f"{self._name} round trip of {payload.nbytes} bytes"):

@@ -1,5 +1,9 @@
 """arrowmesh-tcp and arrowmesh-uds: our link, a `sidecar.serve` echo and a MeshClient.
 
+The server joins the run's shared-memory directory (the shm transports in
+`_arrowmesh_shm` use it); these clients turn shared memory off (`shm_dir=""`), so they
+measure the network path.
+
 The client is `BlockingMeshClient` (a blocking SyncLink, no event loop). Against
 `MeshClient` on uvloop (a block of round trips per coroutine) in two runs on the 2-core VM
 it was faster up to 16 MiB and slower above (4 KiB: 158/146 µs against 168/160 µs,
@@ -20,8 +24,9 @@ import numpy.typing as npt
 import sidecar
 from bench._units import KiB
 from sidecar._loop import new_event_loop
+from transport import ShmStats
 
-from ._base import Payload, Ready, ServerArgs, check_size, time_each
+from ._base import DataPath, Payload, Ready, ServerArgs, check_size, time_each
 
 # A message body is the tensor plus its Arrow IPC framing (a few hundred bytes), which can
 # push it into the next buffer size class: warm the class the body will land in.
@@ -33,7 +38,7 @@ async def _echo(inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray
 
 
 def serve(args: ServerArgs) -> None:
-    """Serve the echo on TCP and a Unix socket until SIGTERM."""
+    """Serve the echo on TCP and a Unix socket until SIGTERM, sharing memory in `shm_dir`."""
     sidecar.serve(
         _echo,
         service="echo",
@@ -42,6 +47,7 @@ def serve(args: ServerArgs) -> None:
         uds_path=os.path.join(args.workdir, "mesh.sock"),
         ready_file=args.ready_file,
         warm_sizes=[size + _FRAMING_ALLOWANCE for size in args.sizes],
+        shm_dir=args.shm_dir,
     )
 
 
@@ -50,7 +56,7 @@ class MeshEchoClient:
 
     def __init__(self, address: str) -> None:
         self._loop = new_event_loop()
-        self._client = sidecar.MeshClient(address)
+        self._client = sidecar.MeshClient(address, shm_dir="")
 
     def echo(self, payload: Payload) -> Payload:
         """One round trip; the result is a read-only view on a pooled receive buffer."""
@@ -86,7 +92,7 @@ class BlockingEchoClient:
     """`BlockingMeshClient` to the echo service: a blocking link, no event loop."""
 
     def __init__(self, address: str) -> None:
-        self._client = sidecar.BlockingMeshClient(address)
+        self._client = sidecar.BlockingMeshClient(address, shm_dir="")
 
     def echo(self, payload: Payload) -> Payload:
         """One round trip; the result is a read-only view on a pooled receive buffer."""
@@ -96,6 +102,14 @@ class BlockingEchoClient:
     def round_trips(self, payload: Payload, reps: int) -> list[int]:
         """Time `reps` round trips, in nanoseconds each."""
         return time_each(self.echo, payload, reps)
+
+    def expected_path(self, size: int) -> DataPath:
+        """The network, at every size: shared memory is off."""
+        return "network"
+
+    def shm_stats(self) -> ShmStats | None:
+        """None, as shared memory is off."""
+        return self._client.shm_stats()
 
     def close(self) -> None:
         """Close the links and the loop."""

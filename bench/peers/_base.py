@@ -4,28 +4,33 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from bench._errors import EchoMismatch
+from transport import ShmStats
 
 Payload = npt.NDArray[np.uint8]
-Ready = Mapping[str, str]
+Ready = Mapping[str, str]  # the server's ready file, plus the run's "workdir" and "shm_dir"
+DataPath = Literal["network", "inline", "copy-in", "arrow-in-shm", "by-reference"]
 
 
 @dataclass(frozen=True, slots=True)
 class ServerArgs:
-    """What a server child is told: where to report, where to keep files, which sizes come."""
+    """What a server child is told: where to report, where to keep files, which sizes come,
+    and the run's shared-memory directory ("" for none)."""
 
     ready_file: str
     workdir: str
     sizes: tuple[int, ...]
+    shm_dir: str = ""
 
 
 class Client(Protocol):
@@ -41,6 +46,19 @@ class Client(Protocol):
 
     def close(self) -> None:
         """Release the connection."""
+        ...
+
+
+@runtime_checkable
+class ShmInspectable(Protocol):
+    """A client whose path is checked against arrowmesh's shared-memory counters."""
+
+    def expected_path(self, size: int) -> DataPath:
+        """The path a tensor of `size` bytes should take."""
+        ...
+
+    def shm_stats(self) -> ShmStats | None:
+        """The client's shared-memory counters; None when shared memory is off."""
         ...
 
 
@@ -68,6 +86,17 @@ def write_ready(path: str, info: Mapping[str, object]) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(dict(info)))
     os.replace(tmp, target)
+
+
+def recv_exactly(sock: socket.socket, view: memoryview) -> bool:
+    """Fill `view` from a blocking socket; False if the peer closed first."""
+    got, want = 0, len(view)
+    while got < want:
+        count = sock.recv_into(view[got:])
+        if count == 0:
+            return False
+        got += count
+    return True
 
 
 def host_port(address: str) -> tuple[str, int]:

@@ -18,7 +18,7 @@ from bench._errors import EchoMismatch
 from bench._memory import ReusedBuffer
 from bench._units import MiB
 
-from ._base import Payload, Ready, ServerArgs, host_port, time_each, write_ready
+from ._base import Payload, Ready, ServerArgs, host_port, recv_exactly, time_each, write_ready
 
 _LENGTH: Final = struct.Struct("!Q")
 _CHUNK: Final = 1 * MiB
@@ -38,10 +38,10 @@ def serve(args: ServerArgs) -> None:
 
 def _echo_until_eof(conn: socket.socket, buffer: ReusedBuffer) -> None:
     header = bytearray(_LENGTH.size)
-    while _recv_exactly(conn, memoryview(header)):
+    while recv_exactly(conn, memoryview(header)):
         (nbytes,) = _LENGTH.unpack(header)
         body = buffer.view(nbytes)
-        if not _recv_exactly(conn, body):
+        if not recv_exactly(conn, body):
             return
         _send(conn, header, body)
 
@@ -59,11 +59,11 @@ class RawTcpClient:
         """One round trip; the result is a view on the reused receive buffer."""
         _LENGTH.pack_into(self._header, 0, payload.nbytes)
         _send(self._sock, self._header, payload.data)
-        if not _recv_exactly(self._sock, memoryview(self._header)):
+        if not recv_exactly(self._sock, memoryview(self._header)):
             raise EchoMismatch("tcp-raw server closed the connection")
         (nbytes,) = _LENGTH.unpack(self._header)
         body = self._buffer.view(nbytes)
-        if not _recv_exactly(self._sock, body):
+        if not recv_exactly(self._sock, body):
             raise EchoMismatch("tcp-raw server closed the connection mid-message")
         return np.frombuffer(body, dtype=np.uint8)
 
@@ -78,17 +78,6 @@ class RawTcpClient:
 
 def _nodelay(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _recv_exactly(sock: socket.socket, view: memoryview) -> bool:
-    """Fill `view`; False if the peer closed first."""
-    got, want = 0, len(view)
-    while got < want:
-        count = sock.recv_into(view[got:])
-        if count == 0:
-            return False
-        got += count
-    return True
 
 
 def _send(sock: socket.socket, header: bytearray, body: memoryview) -> None:

@@ -14,7 +14,7 @@ from bench._pinning import Pinning
 from bench._units import KiB, MiB, parse_sizes
 
 from . import _schedule
-from ._registry import Transport, default_transports, select
+from ._registry import Transport, default_transports, select, skipped_by_default
 from ._runner import Plan
 
 SIZES: Final = (4 * KiB, 64 * KiB, 1 * MiB, 16 * MiB, 64 * MiB, 256 * MiB)
@@ -62,7 +62,8 @@ def _plan(args: argparse.Namespace) -> Plan:
         budget = dataclasses.replace(budget, fixed_reps=args.reps)
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
     transports = args.transports or default_transports()
-    return Plan(tuple(sizes), transports, budget, Pinning(args.pin))
+    skipped = () if args.transports else skipped_by_default()
+    return Plan(tuple(sizes), transports, budget, Pinning(args.pin), skipped)
 
 
 def _flag(parse: Callable[[str], T]) -> Callable[[str], T]:

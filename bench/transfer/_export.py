@@ -10,10 +10,13 @@ from pathlib import Path
 
 from bench._plot import plot_latency
 
-from ._registry import FLOOR, OURS
-from ._report import gigabytes_per_second, ratio
+from ._paths import PathCheck
+from ._registry import COPY_FLOOR, DESCRIPTOR_FLOOR, FLOOR, OURS
+from ._report import gigabytes_per_second, ratio, shm_floor_ratio
 from ._runner import Results
 from ._targets import Verdict
+
+_FLOORS = (FLOOR, COPY_FLOOR, DESCRIPTOR_FLOOR)
 
 
 def summary_json(
@@ -30,8 +33,13 @@ def summary_json(
             "budget": dataclasses.asdict(plan.budget),
             "pin": plan.pin.value,
         },
+        "skipped": [
+            {"transport": s.name, "reason": s.reason, "hint": s.hint} for s in plan.skipped
+        ],
         "elapsed_s": results.elapsed_s,
         "results": [_cell(results, t.name, size) for size in plan.sizes for t in plan.transports],
+        "paths": [_path(check) for check in results.paths],
+        "shm_leftovers": list(results.shm_leftovers),
         "targets": [_verdict(v) for v in verdicts],
     }
 
@@ -49,7 +57,24 @@ def _cell(results: Results, transport: str, size: int) -> dict[str, object]:
         "max_s": summary.max,
         "gb_per_s": gigabytes_per_second(size, summary.median),
         "ratio_to_floor": ratio(results, transport, FLOOR, size),
+        "ratio_to_shm_floor": shm_floor_ratio(results, transport, size),
         "ours_over_this": ratio(results, OURS, transport, size),
+    }
+
+
+def _path(check: PathCheck) -> dict[str, object]:
+    return {
+        "transport": check.transport,
+        "size": check.size,
+        "expected": check.expected,
+        "round_trips": check.round_trips,
+        "bytes_copied": check.bytes_copied,
+        "bytes_by_reference": check.bytes_by_reference,
+        "arena_growth": check.arena_growth,
+        "leases_before": check.leases_before,
+        "leases_after": check.leases_after,
+        "ok": check.ok,
+        "problems": list(check.problems),
     }
 
 
@@ -57,12 +82,15 @@ def _verdict(verdict: Verdict) -> dict[str, object]:
     target = verdict.target
     return {
         "target": target.describe(),
+        "subject": target.subject,
         "size": target.size,
         "peer": target.peer,
         "form": target.form,
         "bound": target.bound,
         "measured": verdict.measured,
         "passed": verdict.passed,
+        "informational": verdict.informational,
+        "skipped": verdict.skipped,
     }
 
 
@@ -80,5 +108,5 @@ def write_plot(path: Path, results: Results, title: str) -> None:
         for t in results.plan.transports
     }
     tmp = path.with_name(path.name + ".tmp")
-    plot_latency(tmp, series, title, highlight=OURS)
+    plot_latency(tmp, series, title, highlight=OURS, dashed=_FLOORS)
     os.replace(tmp, path)

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench._machine import machine_info
@@ -16,10 +17,15 @@ from . import _export, _report, _runner, _targets
 def measure_and_report(plan: _runner.Plan, out: Path, console: Console) -> int:
     """Measure `plan`, report it on `console` and into `out`. Returns the exit code (0)."""
     started = time.monotonic()
+    for skip in plan.skipped:
+        console.print(f"[yellow]note:[/] {escape(skip.note())}")
     results = _measure(plan, console)
-    verdicts = _targets.judge(results.median)
+    skipped = {skip.name: skip.reason for skip in plan.skipped}
+    verdicts = _targets.judge(results.summary, plan.sizes, skipped)
     console.print(_report.table(results))
+    _report.print_paths(console, results.paths)
     _report.print_verdicts(console, verdicts)
+    _report.print_leftovers(console, results.shm_leftovers)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
     _export.write_json(out / "transfer.json", _export.summary_json(results, verdicts, machine))

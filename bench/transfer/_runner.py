@@ -3,7 +3,9 @@
 Sizes go one after the other (largest last, so big buffers are faulted in once); within a
 size, transports take turns block by block (see _schedule). Each size starts with one
 checked round trip per transport (the echo must equal the payload) and a discarded
-warm-up that faults in every receive buffer on both sides.
+warm-up that faults in every receive buffer on both sides. arrowmesh clients' counters
+are read after the warm-up and after the timed cells, to check the path they took
+(see _paths). Everything lives in one run directory on /dev/shm, gone after the run.
 """
 
 from __future__ import annotations
@@ -11,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final
 
 import numpy as np
@@ -23,13 +23,15 @@ import numpy as np
 from bench._errors import EchoMismatch
 from bench._pinning import Pinning, pinned
 from bench._processes import running_servers
+from bench._rundir import RunDir, arena_settings, arena_size_for, run_directory
 from bench._stats import Summary
 from bench._units import format_size
-from bench._watchdog import Watchdog, connect_guarded
-from bench.peers._base import Client, Payload
+from bench._watchdog import GuardedClient, Watchdog, connect_guarded
+from bench.peers._base import Client, Payload, ShmInspectable
+from transport import ShmStats
 
-from . import _schedule
-from ._registry import Transport
+from . import _paths, _schedule
+from ._registry import Skipped, Transport
 
 Progress = Callable[[str, float], None]  # description, cells completed so far (fractional)
 
@@ -44,20 +46,28 @@ class Plan:
     transports: tuple[Transport, ...]
     budget: _schedule.Budget
     pin: Pinning = Pinning.NONE
+    skipped: tuple[Skipped, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Results:
-    """Summaries per (transport name, size), and how long the whole run took."""
+    """Summaries per (transport name, size), the path checks, what was left in the
+    shared-memory directory after the servers stopped, and how long the run took."""
 
     plan: Plan
     summaries: Mapping[tuple[str, int], Summary]
     elapsed_s: float
+    paths: tuple[_paths.PathCheck, ...] = ()
+    shm_leftovers: tuple[str, ...] = ()
 
     def median(self, transport: str, size: int) -> float | None:
         """The median round trip of a cell, or None if it was not measured."""
         summary = self.summaries.get((transport, size))
         return None if summary is None else summary.median
+
+    def summary(self, transport: str, size: int) -> Summary | None:
+        """A cell's summary, or None if it was not measured."""
+        return self.summaries.get((transport, size))
 
 
 @dataclass(slots=True)
@@ -74,28 +84,32 @@ def run(plan: Plan, on_progress: Progress) -> Results:
     """Measure every cell of `plan`. Raises ServerFailed, EchoMismatch."""
     started = time.monotonic()
     summaries: dict[tuple[str, int], Summary] = {}
+    checks: list[_paths.PathCheck] = []
     on_progress("starting servers", 0.0)
-    with _connected(plan) as clients:
+    with run_directory() as rundir, _connected(plan, rundir) as clients:
         for index, size in enumerate(plan.sizes):
             done_before = float(index * len(clients))
-            for name, summary in _measure_size(
-                size, clients, plan.budget, on_progress, done_before
-            ):
+            measured = _measure_size(size, clients, plan.budget, on_progress, done_before)
+            for name, summary in measured.summaries:
                 summaries[(name, size)] = summary
-    return Results(plan, summaries, time.monotonic() - started)
+            checks.extend(measured.paths)
+    elapsed = time.monotonic() - started
+    return Results(plan, summaries, elapsed, tuple(checks), tuple(rundir.leftovers))
 
 
 @contextlib.contextmanager
-def _connected(plan: Plan) -> Iterator[dict[str, Client]]:
+def _connected(plan: Plan, rundir: RunDir) -> Iterator[dict[str, GuardedClient]]:
     modules = list(dict.fromkeys(t.server for t in plan.transports))
     with (
-        tempfile.TemporaryDirectory(prefix="arrowmesh-bench-") as workdir,
+        arena_settings(arena_size_for(max(plan.sizes))),
         pinned(plan.pin) as server_cpus,
-        running_servers(modules, Path(workdir), plan.sizes, cpus=server_cpus) as servers,
+        running_servers(
+            modules, rundir.path, plan.sizes, cpus=server_cpus, shm_dir=str(rundir.shm_dir)
+        ) as servers,
         contextlib.closing(Watchdog(servers.stop)) as watchdog,
         contextlib.ExitStack() as stack,
     ):
-        clients: dict[str, Client] = {}
+        clients: dict[str, GuardedClient] = {}
         for t in plan.transports:
             connect = functools.partial(t.connect, servers.ready[t.server])
             client = connect_guarded(t.name, connect, watchdog)
@@ -104,13 +118,19 @@ def _connected(plan: Plan) -> Iterator[dict[str, Client]]:
         yield clients
 
 
+@dataclass(frozen=True, slots=True)
+class _Measured:
+    summaries: list[tuple[str, Summary]]
+    paths: list[_paths.PathCheck]
+
+
 def _measure_size(
     size: int,
-    clients: Mapping[str, Client],
+    clients: Mapping[str, GuardedClient],
     budget: _schedule.Budget,
     on_progress: Progress,
     done_before: float,
-) -> list[tuple[str, Summary]]:
+) -> _Measured:
     gc.collect()
     payload = _payload(size)
     label = format_size(size)
@@ -118,10 +138,29 @@ def _measure_size(
     for name, client in clients.items():
         on_progress(f"{label} warm-up {name}", done_before)
         typical[name] = _warm_up(name, client, payload, budget)
+    inspected = {n: c.inner for n, c in clients.items() if isinstance(c.inner, ShmInspectable)}
+    before = _read_counters(inspected)
     cells = _interleave(
         clients, payload, budget, typical, lambda d, f: on_progress(f"{label} {d}", done_before + f)
     )
-    return [(name, Summary.of_ns(cells[name].samples)) for name in clients]
+    after = _read_counters(inspected)
+    paths = [
+        _paths.check(
+            name,
+            size,
+            client.expected_path(size),
+            len(cells[name].samples),
+            before[name],
+            after[name],
+        )
+        for name, client in inspected.items()
+    ]
+    return _Measured([(n, Summary.of_ns(cells[n].samples)) for n in clients], paths)
+
+
+def _read_counters(clients: Mapping[str, ShmInspectable]) -> dict[str, ShmStats | None]:
+    """Every inspectable client's counters, read between timed blocks, never inside one."""
+    return {name: client.shm_stats() for name, client in clients.items()}
 
 
 def _interleave(
