@@ -29,7 +29,7 @@ from typing import Any, Final
 import msgpack
 
 from ._errors import ErrorCode, FrameError, LimitExceeded
-from ._header import ErrorInfo, Header, Kind, unpack_header
+from ._header import ErrorInfo, Header, Kind, check_header_size, unpack_header
 from ._limits import KiB, Limits
 from ._pool import BufferPool, RecvBuffer
 
@@ -240,12 +240,7 @@ class FrameDecoder:
                 if self._data(stream, length, events):
                     return
                 continue
-            if length > self._limits.max_header_size:
-                raise LimitExceeded(
-                    f"header is {length} bytes, over max_header_size="
-                    f"{self._limits.max_header_size} (ARROWMESH_MAX_HEADER_SIZE); "
-                    "send fewer or smaller inline tensors or raise it"
-                )
+            check_header_size(length, self._limits)
             if self._end - self._start < FRAME_SIZE + length:
                 break
             payload = mv[self._start + FRAME_SIZE : self._start + FRAME_SIZE + length]

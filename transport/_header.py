@@ -92,6 +92,15 @@ _PLACEMENTS: Final = {int(p): p for p in Placement}
 _CODES: Final = {c.value: c for c in ErrorCode}
 
 
+def check_header_size(size: int, limits: Limits) -> None:
+    """Raise LimitExceeded if a header of `size` bytes is over `max_header_size`."""
+    if size > limits.max_header_size:
+        raise LimitExceeded(
+            f"header is {size} bytes, over max_header_size={limits.max_header_size} "
+            "(ARROWMESH_MAX_HEADER_SIZE); send fewer or smaller inline tensors or raise it"
+        )
+
+
 def pack_header(header: Header) -> bytes:
     """Serialize a header to msgpack."""
     out: dict[str, object] = {"k": int(header.kind)}

@@ -45,7 +45,7 @@ from ._frame import (
     shm_frame,
 )
 from ._handshake import ShmHandshake
-from ._header import ErrorInfo, Header, Kind, pack_header
+from ._header import ErrorInfo, Header, Kind, check_header_size, pack_header
 from ._limits import Limits, MiB
 from ._pool import BufferPool
 from ._shm import Ref, ShmDomain
@@ -161,12 +161,7 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         """Write one message, waiting while the peer applies back-pressure."""
         try:
             packed = pack_header(header)
-            if len(packed) > self.limits.max_header_size:
-                raise LimitExceeded(
-                    f"header is {len(packed)} bytes, over max_header_size="
-                    f"{self.limits.max_header_size} (ARROWMESH_MAX_HEADER_SIZE); "
-                    "send fewer or smaller inline tensors or raise it"
-                )
+            check_header_size(len(packed), self.limits)
             transport = self._transport
             if self._paused or self.closed or transport is None:
                 transport = await self._ready_transport()

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ._errors import Cancelled, DeadlineExceeded, FrameError, LimitExceeded, LinkClosed
+from ._errors import Cancelled, DeadlineExceeded, FrameError, LinkClosed
 from ._frame import (
     FrameDecoder,
     GoAway,
@@ -29,7 +29,7 @@ from ._frame import (
     shm_frame,
 )
 from ._handshake import ShmHandshake
-from ._header import Header, Kind, pack_header
+from ._header import Header, Kind, check_header_size, pack_header
 from ._limits import Limits
 from ._link import BodyPart, check_reply, parse_address
 from ._pool import BufferPool
@@ -124,12 +124,7 @@ class SyncLink:
             raise self._broken
         packed_header = header if timeout is None else replace(header, timeout=timeout)
         packed = pack_header(packed_header)
-        if len(packed) > self.limits.max_header_size:
-            raise LimitExceeded(
-                f"header is {len(packed)} bytes, over max_header_size="
-                f"{self.limits.max_header_size} (ARROWMESH_MAX_HEADER_SIZE); "
-                "send fewer or smaller inline tensors or raise it"
-            )
+        check_header_size(len(packed), self.limits)
         stream = next(self._ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         sent = usable = False
