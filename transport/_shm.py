@@ -388,17 +388,17 @@ class ShmDomain:
         reclaimed = 0
         with self._lock:
             for lease in list(self._leases.values()):
-                for holder in list(lease.remote):
-                    kept = [t for t in lease.remote[holder] if now - t < self.lease_timeout]
-                    if holder in dead or len(kept) < len(lease.remote[holder]):
-                        reclaimed += len(lease.remote[holder]) - (
-                            0 if holder in dead else len(kept)
-                        )
-                        if holder in dead or not kept:
-                            del lease.remote[holder]
-                        else:
-                            lease.remote[holder] = kept
-                        self._maybe_revoke(lease)
+                for holder, times in list(lease.remote.items()):
+                    alive_holds = [t for t in times if now - t < self.lease_timeout]
+                    kept = [] if holder in dead else alive_holds
+                    if len(kept) == len(times):
+                        continue
+                    reclaimed += len(times) - len(kept)
+                    if kept:
+                        lease.remote[holder] = kept
+                    else:
+                        del lease.remote[holder]
+                    self._maybe_revoke(lease)
             self._reaped_leases += reclaimed
         return reclaimed
 
