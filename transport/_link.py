@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import logging
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
@@ -60,6 +61,7 @@ Handler = Callable[[Message, float | None, "Placer | None"], Awaitable[Reply]]
 _WRITE_HIGH: Final = 4 * MiB
 _WRITE_LOW: Final = 1 * MiB
 _CLOSE_GRACE: Final = 5.0
+_RELEASE_DELAY: Final = 0.002
 
 
 class _LinkProtocol(asyncio.BufferedProtocol):
@@ -72,6 +74,7 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         self.shm = ShmHandshake(shm, self._queue_release)
         self._releases: collections.deque[Ref] = collections.deque()
         self._release_scheduled = False
+        self._loop_thread = threading.get_ident()
         self._decoder = FrameDecoder(limits, pool)
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
@@ -168,8 +171,11 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         except BaseException:
             self.shm.unplace(header)  # the peer never saw these descriptors
             raise
-        if header.body_len:
-            transport.writelines(head_frame(stream, packed))
+        releases = self._release_frame()
+        if header.body_len or releases:
+            transport.writelines([*releases, *head_frame(stream, packed)])
+            if not header.body_len:
+                return
         else:
             # One small buffer: uvloop writes it at once; writelines would queue two.
             transport.write(frame_header(FrameType.HEAD, stream, len(packed)) + packed)
@@ -227,20 +233,35 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         return self.shm.adopt(message)
 
     def _queue_release(self, refs: list[Ref]) -> None:
-        # Called when the last array of a received message goes, in any thread.
+        # Called when the last array of a received message goes, in any thread. Releases
+        # are not urgent: they ride on the next frame we send, or go alone after
+        # _RELEASE_DELAY, which saves a write (and a wake-up of the peer) per message.
         self._releases.extend(refs)
-        if not self._release_scheduled:
-            self._release_scheduled = True
-            with contextlib.suppress(RuntimeError):  # loop closed: the reaper takes over
-                self._loop.call_soon_threadsafe(self._flush_releases)
+        if self._release_scheduled:
+            return
+        self._release_scheduled = True
+        with contextlib.suppress(RuntimeError):  # loop closed: the reaper takes over
+            if threading.get_ident() == self._loop_thread:
+                self._loop.call_later(_RELEASE_DELAY, self._flush_releases)
+            else:
+                self._loop.call_soon_threadsafe(
+                    self._loop.call_later, _RELEASE_DELAY, self._flush_releases
+                )
 
-    def _flush_releases(self) -> None:
-        self._release_scheduled = False
+    def _release_frame(self) -> list[bytes]:
+        """A SHM frame with the releases waiting, if any, to go out with the next write."""
+        if not self._releases:
+            return []
         refs = []
         while self._releases:
             refs.append(self._releases.popleft())
-        if refs and not self.closed and self._transport is not None:
-            self._transport.write(shm_frame(release=refs))
+        return [shm_frame(release=refs)]
+
+    def _flush_releases(self) -> None:
+        self._release_scheduled = False
+        frame = self._release_frame()
+        if frame and not self.closed and self._transport is not None:
+            self._transport.write(frame[0])
 
     def _on_goaway(self, event: GoAway) -> None:
         self._closed = LinkClosed(
