@@ -52,6 +52,7 @@ class SyncLink:
         self.limits = limits
         self._releases: collections.deque[Ref] = collections.deque()
         self._backlog: collections.deque[object] = collections.deque()
+        self._timeout: float | None = sock.gettimeout()
         self.shm = ShmHandshake(shm, self._releases.extend)
         self._sock = sock
         self._decoder = FrameDecoder(limits, pool)
@@ -167,6 +168,13 @@ class SyncLink:
                 self._flush_releases()
         self._fail(LinkClosed(f"link to {self._peer} is closed"))
 
+    def _set_timeout(self, deadline: float | None) -> None:
+        # settimeout is an ioctl each time; without a deadline it rarely changes.
+        timeout = _remaining(deadline)
+        if timeout is not None or self._timeout is not None:
+            self._sock.settimeout(timeout)
+            self._timeout = timeout
+
     def _flush_releases(self) -> None:
         refs = []
         while self._releases:
@@ -211,7 +219,7 @@ class SyncLink:
             self.shm.on_control(control.fields)
 
     def _receive(self, deadline: float | None) -> list[object]:
-        self._sock.settimeout(_remaining(deadline))
+        self._set_timeout(deadline)
         try:
             n = self._sock.recv_into(self._decoder.get_buffer())
         except TimeoutError:
@@ -228,7 +236,7 @@ class SyncLink:
 
     def _send_all(self, buffers: Sequence[BodyPart], deadline: float | None) -> None:
         views = [memoryview(b).cast("B") for b in buffers]
-        self._sock.settimeout(_remaining(deadline))
+        self._set_timeout(deadline)
         try:
             while views:
                 sent = self._sock.sendmsg(views[:_IOV_MAX])
