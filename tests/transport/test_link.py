@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
-import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -478,6 +477,3 @@ async def test_server_side_cancel_reaches_the_caller(
         await reply_to
     del link._pending[99]
     await link.aclose()
-
-
-_ = struct  # keep the import for readers who extend the raw-frame tests
