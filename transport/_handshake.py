@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Final
 
@@ -39,7 +40,7 @@ def _refs(header: Header) -> list[Ref]:
 class ShmHandshake:
     """One link's shared-memory state: settled once both directions are decided."""
 
-    def __init__(self, domain: ShmDomain | None, release: Any) -> None:
+    def __init__(self, domain: ShmDomain | None, release: Callable[[list[Ref]], None]) -> None:
         self.domain = domain
         self._release = release
         self._probe: tuple[Ref, bytes] | None = None

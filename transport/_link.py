@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import itertools
 import logging
 import socket
@@ -385,9 +386,7 @@ class StreamLink(_LinkProtocol):
 
 
 def _with_timeout(header: Header, remaining: float) -> Header:
-    from dataclasses import replace
-
-    return replace(header, timeout=max(remaining, 0.0))
+    return dataclasses.replace(header, timeout=max(remaining, 0.0))
 
 
 def check_reply(message: Message, peer: str) -> Message:

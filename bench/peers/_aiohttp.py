@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import time
 from typing import Final
 
 import numpy as np
@@ -22,7 +21,7 @@ from bench._errors import EchoMismatch
 from bench._memory import ReusedBuffer
 from bench._units import MiB
 
-from ._base import Payload, Ready, ServerArgs, check_size, host_port, time_each, write_ready
+from ._base import Payload, Ready, ServerArgs, host_port, time_each, time_each_async, write_ready
 
 _PATH: Final = "/echo"
 _HEADERS: Final = {"Content-Type": "application/octet-stream"}
@@ -97,7 +96,7 @@ class SessionClient:
 
     def round_trips(self, payload: Payload, reps: int) -> list[int]:
         """Time `reps` round trips, in nanoseconds each."""
-        return self._loop.run_until_complete(self._timed(payload, reps))
+        return self._loop.run_until_complete(time_each_async(self._echo, payload, reps))
 
     def close(self) -> None:
         """Close the session and the loop."""
@@ -111,13 +110,3 @@ class SessionClient:
     async def _echo(self, payload: Payload) -> Payload:
         async with self._session.post(self._url, data=payload.data, headers=_HEADERS) as r:
             return np.frombuffer(await r.read(), dtype=np.uint8)
-
-    async def _timed(self, payload: Payload, reps: int) -> list[int]:
-        samples: list[int] = []
-        clock = time.perf_counter_ns
-        for _ in range(reps):
-            start = clock()
-            out = await self._echo(payload)
-            samples.append(clock() - start)
-            check_size(out, payload)
-        return samples

@@ -15,7 +15,6 @@ stays as the `arrowmesh-tcp-async` variant to re-check.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -26,7 +25,7 @@ from bench._units import KiB
 from sidecar._loop import new_event_loop
 from transport import ShmStats
 
-from ._base import DataPath, Payload, Ready, ServerArgs, check_size, time_each
+from ._base import DataPath, Payload, Ready, ServerArgs, time_each, time_each_async
 
 # A message body is the tensor plus its Arrow IPC framing (a few hundred bytes), which can
 # push it into the next buffer size class: warm the class the body will land in.
@@ -64,7 +63,7 @@ class MeshEchoClient:
 
     def round_trips(self, payload: Payload, reps: int) -> list[int]:
         """Time `reps` round trips in one coroutine, in nanoseconds each."""
-        return self._loop.run_until_complete(self._timed(payload, reps))
+        return self._loop.run_until_complete(time_each_async(self._echo, payload, reps))
 
     def close(self) -> None:
         """Close the links and the loop."""
@@ -76,16 +75,6 @@ class MeshEchoClient:
     async def _echo(self, payload: Payload) -> Payload:
         out: Payload = (await self._client.infer("echo", {"x": payload}))["y"]
         return out
-
-    async def _timed(self, payload: Payload, reps: int) -> list[int]:
-        samples: list[int] = []
-        clock = time.perf_counter_ns
-        for _ in range(reps):
-            start = clock()
-            out = await self._echo(payload)
-            samples.append(clock() - start)
-            check_size(out, payload)
-        return samples
 
 
 class BlockingEchoClient:
