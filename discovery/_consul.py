@@ -157,7 +157,9 @@ class ConsulRegistry:
         """Blocking queries on the passing instances of `service` (§4 index rules)."""
         client = self._open()
         index, attempt, last, down = 0, 0, None, False
-        bucket = TokenBucket()
+        # A registration is two writes (register, then pass): a burst of 4 lets it be seen at
+        # once; sustained churn is paced to one query a second (consul-api.md §4).
+        bucket = TokenBucket(burst=4.0, rate=1.0)
         while True:
             await asyncio.sleep(bucket.delay(time.monotonic()))  # paces churn, 0 otherwise
             try:
