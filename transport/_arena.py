@@ -181,6 +181,11 @@ class Arena:
             self.memory.close()
 
 
+def arena_owner(name: str) -> str:
+    """The process id an arena name starts with (`<proc>-<n>.arena`)."""
+    return name.split("-", 1)[0]
+
+
 def new_proc_id() -> str:
     """A random id for this process in the shared directory."""
     return secrets.token_hex(8)

@@ -14,19 +14,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Final
 
+from ._arena import arena_owner
 from ._errors import FrameError
 from ._frame import Message
 from ._header import Header, Placement
+from ._kept import KeptRefs
 from ._shm import LinkCounters, Ref, ShmDomain, ShmPlacer
 
 logger = logging.getLogger(__name__)
 
 _PROC: Final = re.compile(r"^[0-9a-f]{16}$")
 _PROBE_HOLDER: Final = "probe"
+
+
+def _is_ref(value: object) -> bool:
+    return isinstance(value, list) and len(value) == 6 and isinstance(value[0], str)
 
 
 def _refs(header: Header) -> list[Ref]:
@@ -48,6 +55,8 @@ class ShmHandshake:
         self._readable = False  # we read the peer's probe: its descriptors are honoured
         self.placer: ShmPlacer | None = None  # set once the peer read ours
         self.counters = LinkCounters()  # what this link moved through shared memory
+        # Holds on descriptors of third processes this link passed on (see _kept).
+        self.kept = KeptRefs(domain.lease_timeout if domain is not None else 0.0)
         self.is_settled = False
         try:
             self.settled: asyncio.Future[None] | None = asyncio.get_running_loop().create_future()
@@ -97,12 +106,15 @@ class ShmHandshake:
                 and self.domain is not None
                 and fields["ack"] == self._probe[1]
             ):
-                self.placer = ShmPlacer(self.domain, self._peer, self.counters)
+                self.placer = ShmPlacer(self.domain, self._peer, self.counters, kept=self.kept)
                 logger.debug("shared memory negotiated", extra={"peer": self._peer})
             self.settle()
         releases = fields.get("release")
         if isinstance(releases, list) and self.domain is not None and self._peer is not None:
             self.domain.release(self._peer, releases)
+            own = self.domain.owns
+            dropped = self.kept.release([r for r in releases if _is_ref(r) and not own(r[0])])
+            del dropped  # the messages they kept held go now, outside the table's lock
 
     def settle(self) -> None:
         """Decide now: what is not negotiated yet stays on the network path."""
@@ -129,6 +141,30 @@ class ShmHandshake:
         if message.header.body_ref is not None:
             return replace(message, shared=tuple(views[:-1]), shared_body=views[-1], holder=holder)
         return replace(message, shared=tuple(views), holder=holder)
+
+    def forward(self, header: Header, keeper: object) -> bool:
+        """Prepare to send `header`'s descriptors as they are (relaying a message).
+
+        True if this link's peer can read them (shared memory negotiated); then `keeper`
+        (the received message's holder) is kept until the peer releases those that belong
+        to neither this process nor the peer. False: the tensors must travel in the body.
+        """
+        refs = _refs(header)
+        if not refs:
+            return True
+        if self.placer is None or self.domain is None or self._peer is None:
+            return False
+        peer, own = self._peer, self.domain.owns
+        passed_on = [r for r in refs if not own(r[0]) and arena_owner(r[0]) != peer]
+        if passed_on:
+            self.kept.add(passed_on, keeper, time.monotonic())
+        self.counters.by_reference += sum(r[5] for r in refs)
+        return True
+
+    def close(self) -> None:
+        """The link is gone: let go of every descriptor it passed on."""
+        dropped = self.kept.clear()
+        del dropped
 
     def unplace(self, header: Header) -> None:
         """Take back the descriptors of a header that was never sent."""

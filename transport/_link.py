@@ -131,6 +131,7 @@ class _LinkProtocol(asyncio.BufferedProtocol):
             self.peer_hello.set_exception(self._closed)
             self.peer_hello.exception()
         self.shm.settle()
+        self.shm.close()
         if not self._lost.done():
             self._lost.set_result(None)
         self._on_lost()

@@ -33,8 +33,9 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from ._arena import NAME_PATTERN, Arena, Grant, new_proc_id
+from ._arena import NAME_PATTERN, Arena, Grant, arena_owner, new_proc_id
 from ._errors import FrameError
+from ._kept import KeptRefs
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +99,11 @@ class ShmPlacer:
     peer: str
     counters: LinkCounters = field(default_factory=LinkCounters)
     arrow_body: bool = False
+    kept: KeptRefs | None = None  # the link's holds on descriptors it passes on
 
     def tensor(self, array: npt.NDArray[Any]) -> Ref | None:
         """A descriptor for `array`, by reference or copied in; None if there is no room."""
-        return self.domain.place(array, self.peer, self.counters)
+        return self.domain.place(array, self.peer, self.counters, self.kept)
 
     def body(self, parts: Sequence[Any], nbytes: int) -> Ref | None:
         """A descriptor for `parts` copied one after another into a lease; None if full."""
@@ -217,6 +219,10 @@ class ShmDomain:
         )
         self._reaper.start()
 
+    def owns(self, arena: object) -> bool:
+        """True if `arena` (a name from a descriptor) is one of this process's arenas."""
+        return arena in self._own
+
     # Leases this process owns
 
     def alloc(self, shape: int | Sequence[int], dtype: npt.DTypeLike) -> npt.NDArray[Any] | None:
@@ -232,7 +238,11 @@ class ShmDomain:
         return np.asarray(base).view(dt).reshape(shape_t)
 
     def place(
-        self, array: npt.NDArray[Any], peer: str, counters: LinkCounters | None = None
+        self,
+        array: npt.NDArray[Any],
+        peer: str,
+        counters: LinkCounters | None = None,
+        kept: KeptRefs | None = None,
     ) -> Ref | None:
         """A descriptor for `array` readable by `peer`: by reference if it already lives in
         shared memory, else copied into a new lease. None if there is no room."""
@@ -244,11 +254,16 @@ class ShmDomain:
         if contiguous and isinstance(base, LocalView) and base._domain is self:
             counters.by_reference += array.nbytes
             return self._hold_for(base._lease, array, peer)
-        if contiguous and isinstance(base, PeerView) and base.owner == peer:
+        if contiguous and isinstance(base, PeerView) and (base.owner == peer or kept is not None):
             counters.by_reference += array.nbytes
             self._by_reference += array.nbytes
             offset = base.ref[4] + (array.__array_interface__["data"][0] - base.address)
-            return [*base.ref[:4], offset, array.nbytes]
+            ref = [*base.ref[:4], offset, array.nbytes]
+            if base.owner != peer and arena_owner(ref[0]) != peer:
+                # Passed on to a third process: hold it until that one releases it.
+                assert kept is not None
+                kept.add([ref], base.refs, time.monotonic())  # expired holds drop here
+            return ref
         lease = self._grant(array.nbytes)
         if lease is None:
             return None
@@ -476,11 +491,19 @@ class ShmDomain:
         arena = self._own.get(name) or self._peers.get(name)
         if arena is not None:
             return arena
-        if not NAME_PATTERN.match(name) or not name.startswith(f"{peer}-"):
-            raise FrameError(f"arena {name[:80]!r} does not belong to the peer {peer}")
-        with self._lock:
-            mapped = self._peers.get(name) or Arena.open_peer(self.directory, name)
-            self._peers[name] = mapped
+        # Any process of the domain, not only the peer: a sidecar passes on its caller's
+        # descriptors. The arena is found by its generated name, never by a path from the
+        # peer, and each descriptor must still match a live lease's token and generation.
+        if not NAME_PATTERN.match(name):
+            raise FrameError(f"arena {name[:80]!r} does not belong to this shared-memory domain")
+        try:
+            with self._lock:
+                mapped = self._peers.get(name) or Arena.open_peer(self.directory, name)
+                self._peers[name] = mapped
+        except FrameError as exc:
+            raise FrameError(
+                f"arena {name} does not belong to a process of this domain: {exc}"
+            ) from None
         return mapped
 
     def _domain_token(self) -> str:

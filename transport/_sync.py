@@ -263,6 +263,7 @@ class SyncLink:
             self._broken = error
             self._decoder.close()
             self._sock.close()
+            self.shm.close()
         return self._broken
 
 

@@ -197,3 +197,51 @@ def test_files_of_a_killed_process_are_removed_and_its_holds_dropped(shm_dir: Pa
         assert a.stats().reaped_files >= 2
     finally:
         a.close()
+
+
+def test_a_relayed_descriptor_stays_held_until_the_next_peer_releases_it(shm_dir: Path) -> None:
+    """a -> b -> c by reference: b keeps a's lease held until c is done with it."""
+    from transport._kept import KeptRefs
+
+    a, b, c = (ShmDomain(shm_dir, arena_size=8 << 20, reap_interval=0.05) for _ in range(3))
+    try:
+        x = np.arange(30_000, dtype=np.int32)
+        holder_b, view_b, released_by_b = send(a, b, x)
+        kept = KeptRefs(timeout=60.0)
+        relayed = b.place(view_b.view(np.int32), c.proc, kept=kept)
+        assert relayed is not None and b.stats().bytes_copied == 0
+        assert relayed[0].startswith(a.proc) and len(kept) == 1
+        holder_c, (view_c,) = c.adopt([relayed], b.proc, lambda refs: None)
+        np.testing.assert_array_equal(view_c.view(np.int32), x)
+        del holder_b, view_b
+        gc.collect()
+        assert released_by_b == []  # the kept hold keeps b's message alive
+        del kept.release([relayed])[:]
+        gc.collect()
+        assert len(released_by_b) == 1
+        a.release(b.proc, released_by_b)
+        assert a.stats().leases == 0
+        del holder_c, view_c
+    finally:
+        for d in (c, b, a):
+            d.close()
+
+
+def test_a_relay_through_a_link_that_closes_lets_go(shm_dir: Path) -> None:
+    from transport._kept import KeptRefs
+
+    a, b = ShmDomain(shm_dir, reap_interval=0.05), ShmDomain(shm_dir, reap_interval=0.05)
+    try:
+        holder, view, released = send(a, b, np.ones(40_000))
+        kept = KeptRefs(timeout=60.0)
+        assert b.place(view.view(np.float64), "0123456789abcdef", kept=kept) is not None
+        del holder, view
+        gc.collect()
+        assert released == []
+        del kept.clear()[:]
+        gc.collect()
+        assert len(released) == 1
+        a.release(b.proc, released)
+    finally:
+        b.close()
+        a.close()
