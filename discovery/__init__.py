@@ -10,7 +10,7 @@ from ._errors import (
     RegistryRejected,
     RegistryUnavailable,
 )
-from ._mdns import MdnsRegistry
+from ._mdns import MdnsRegistry, interface_address
 from ._membership import Membership
 from ._open import open_registry
 from ._registry import Outage, Registry, Snapshot, WatchEvent, sorted_endpoints
@@ -43,6 +43,7 @@ __all__ = [
     "StaticUri",
     "WatchEvent",
     "check_address",
+    "interface_address",
     "open_registry",
     "parse_discovery_uri",
     "parse_static",

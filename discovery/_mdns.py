@@ -150,6 +150,11 @@ def accept_only(sock: socket.socket, indices: Sequence[int]) -> None:
     )
 
 
+def interface_address(interface: str) -> str:
+    """The IPv4 address of an interface (a name or an address); raises InvalidDiscoveryUri."""
+    return resolve_interface(interface, host_addresses()).address
+
+
 def check_interface(value: str) -> None:
     """Accept an interface name or an IPv4 address; InvalidDiscoveryUri otherwise."""
     try:

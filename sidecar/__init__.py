@@ -4,6 +4,7 @@ from ._blocking import BlockingMeshClient
 from ._client import MeshClient, Tensors
 from ._errors import (
     STATUS,
+    ConfigError,
     DeadlineExceeded,
     HandlerError,
     InvalidInput,
@@ -17,6 +18,7 @@ from ._settings import Settings
 __all__ = [
     "STATUS",
     "BlockingMeshClient",
+    "ConfigError",
     "DeadlineExceeded",
     "HandlerError",
     "InvalidInput",

@@ -19,13 +19,13 @@ from transport import BufferPool, Limits, ShmStats, SyncLink
 from ._client import (
     MeshClient,
     Tensors,
-    _ShmSlot,
     alloc_in,
     build_request,
     decode_reply,
     placer_for,
 )
 from ._errors import InvalidInput, translate
+from ._links import ShmSlot
 from ._settings import Settings
 
 
@@ -52,7 +52,7 @@ class BlockingMeshClient:
         self._sidecar = sidecar
         self.limits = limits or Settings().limits()
         self.pool = pool or BufferPool()
-        self._shm = _ShmSlot(shm_dir)
+        self._shm = ShmSlot(shm_dir)
         self._arrow_in_shm = arrow_in_shm
         self._local = _PerThread()
         self._links: list[SyncLink] = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,82 +22,16 @@ from transport import (
     ShmDomain,
     ShmPlacer,
     ShmStats,
-    StreamLink,
 )
 
 from ._errors import InvalidInput, translate
+from ._links import LinkPool, ShmSlot
 from ._settings import Settings
 from ._trace import ensure_traceparent
 
 logger = logging.getLogger(__name__)
 
 Tensors = dict[str, npt.NDArray[Any]]
-
-
-class _LinkPool:
-    """Up to `size` links to one address, opened on demand and reopened when they close."""
-
-    def __init__(
-        self, address: str, size: int, limits: Limits, pool: BufferPool, shm: _ShmSlot
-    ) -> None:
-        self.address = address
-        self._size = size
-        self._limits = limits
-        self._pool = pool
-        self._shm = shm
-        self._links: list[StreamLink] = []
-        self._opening: asyncio.Lock | None = None
-
-    async def get(self) -> StreamLink:
-        self._links[:] = [link for link in self._links if not link.closed]
-        idle = min(self._links, key=lambda link: link.in_flight, default=None)
-        if idle is not None and (idle.in_flight == 0 or len(self._links) >= self._size):
-            return idle
-        if self._opening is None:
-            self._opening = asyncio.Lock()
-        async with self._opening:
-            if len(self._links) < self._size:
-                domain = await self._shm.get()
-                link = await transport.connect(
-                    self.address, limits=self._limits, pool=self._pool, shm=domain
-                )
-                self._links.append(link)
-        return min(self._links, key=lambda link: link.in_flight)
-
-    async def aclose(self) -> None:
-        links, self._links = self._links, []
-        await asyncio.gather(*(link.aclose() for link in links))
-
-
-class _ShmSlot:
-    """A shared-memory domain made on first use (it touches files and pre-faults memory)."""
-
-    def __init__(self, shm_dir: str | None) -> None:
-        self._shm_dir = shm_dir
-        self.domain: ShmDomain | None = None
-        self._failed = False
-        self._lock = threading.Lock()  # blocking clients call make() from many threads
-
-    async def get(self) -> ShmDomain | None:
-        if self.domain is None and not self._failed:
-            self.domain = await asyncio.to_thread(self.make)
-        return self.domain
-
-    def make(self) -> ShmDomain | None:
-        with self._lock:
-            if self.domain is not None or self._failed:
-                return self.domain
-            try:
-                self.domain = Settings().shm_domain(self._shm_dir)
-            except OSError as exc:
-                logger.warning("shared memory unavailable", extra={"error": str(exc)})
-                self._failed = True
-            return self.domain
-
-    async def aclose(self) -> None:
-        domain, self.domain = self.domain, None
-        if domain is not None:
-            await asyncio.to_thread(domain.close)
 
 
 class MeshClient:
@@ -130,9 +63,9 @@ class MeshClient:
             raise InvalidInput(str(exc)) from None
         self.limits = limits or Settings().limits()
         self.pool = pool or BufferPool()
-        self._shm = _ShmSlot(shm_dir)
+        self._shm = ShmSlot(shm_dir)
         self._arrow_in_shm = arrow_in_shm
-        self._links = _LinkPool(sidecar, connections, self.limits, self.pool, self._shm)
+        self._links = LinkPool(sidecar, connections, self.limits, self.pool, self._shm)
 
     async def infer(
         self,

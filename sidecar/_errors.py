@@ -1,6 +1,7 @@
 """Errors raised by the sidecar package, and how each maps to protocol statuses.
 
     MeshError                              root of everything sidecar raises
+    ├── ConfigError (ValueError)           a setting is missing, unknown or wrong (exit 2)
     ├── InvalidInput (ValueError)          the caller's tensors or arguments are unusable
     ├── Unavailable (ConnectionError)      no link to the service could carry the request
     ├── DeadlineExceeded (TimeoutError)    the deadline passed before an answer arrived
@@ -20,6 +21,10 @@ from transport import ErrorCode
 
 class MeshError(Exception):
     """Root of every error the sidecar package raises."""
+
+
+class ConfigError(MeshError, ValueError):
+    """A setting is missing, unknown or has a bad value; the message names it (exit code 2)."""
 
 
 class InvalidInput(MeshError, ValueError):

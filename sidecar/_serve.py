@@ -32,7 +32,8 @@ from transport import (
     ShmDomain,
 )
 
-from ._client import _ShmSlot, alloc_in
+from ._client import alloc_in
+from ._links import ShmSlot
 from ._loop import run
 from ._settings import Settings
 
@@ -78,7 +79,7 @@ class Service:
     ) -> None:
         if not service:
             raise ValueError("service name must not be empty")
-        self._shm = _ShmSlot(shm_dir)
+        self._shm = ShmSlot(shm_dir)
         self.service = service
         self.limits = limits or Settings().limits()
         self.pool = pool or BufferPool()

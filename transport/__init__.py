@@ -10,13 +10,15 @@ from ._errors import (
     LinkClosed,
     RemoteError,
     TransportError,
+    error_code_of,
 )
 from ._frame import FrameDecoder, Message
 from ._header import ErrorInfo, Header, Kind, Placement, TensorMeta, pack_header, unpack_header
+from ._kept import KeptRefs
 from ._limits import Limits
 from ._link import BodyPart, Handler, LinkServer, Reply, StreamLink, connect, parse_address
 from ._pool import BufferPool, PoolStats, RecvBuffer
-from ._shm import LinkCounters, ShmDomain, ShmPlacer, ShmStats
+from ._shm import LinkCounters, ShmDomain, ShmPlacer, ShmStats, header_refs
 from ._sync import SyncLink
 from ._tensors import Placer, decode_tensors, encode_message, encode_tensors
 
@@ -32,6 +34,7 @@ __all__ = [
     "FrameError",
     "Handler",
     "Header",
+    "KeptRefs",
     "Kind",
     "LimitExceeded",
     "Limits",
@@ -57,6 +60,8 @@ __all__ = [
     "decode_tensors",
     "encode_message",
     "encode_tensors",
+    "error_code_of",
+    "header_refs",
     "numpy_dtype",
     "pack_header",
     "parse_address",

@@ -14,17 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Final
+from typing import Final
 
-from ._arena import arena_owner
 from ._errors import FrameError
 from ._frame import Message
-from ._header import Header, Placement
+from ._header import Header
 from ._kept import KeptRefs
-from ._shm import LinkCounters, Ref, ShmDomain, ShmPlacer
+from ._shm import LinkCounters, Ref, ShmDomain, ShmPlacer, header_refs
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +34,7 @@ def _is_ref(value: object) -> bool:
     return isinstance(value, list) and len(value) == 6 and isinstance(value[0], str)
 
 
-def _refs(header: Header) -> list[Ref]:
-    """The descriptors a header carries: tensors in order, then the body's, if any."""
-    refs: list[Any] = [m.data for m in header.tensors if m.placement is Placement.SHM]
-    if header.body_ref is not None:
-        refs.append(header.body_ref)
-    return refs  # each checked by ShmDomain.adopt
+_refs = header_refs
 
 
 class ShmHandshake:
@@ -143,23 +136,10 @@ class ShmHandshake:
         return replace(message, shared=tuple(views), holder=holder)
 
     def forward(self, header: Header, keeper: object) -> bool:
-        """Prepare to send `header`'s descriptors as they are (relaying a message).
-
-        True if this link's peer can read them (shared memory negotiated); then `keeper`
-        (the received message's holder) is kept until the peer releases those that belong
-        to neither this process nor the peer. False: the tensors must travel in the body.
-        """
-        refs = _refs(header)
-        if not refs:
+        """Prepare to relay `header`'s descriptors as they are; see ShmPlacer.forward."""
+        if not _refs(header):
             return True
-        if self.placer is None or self.domain is None or self._peer is None:
-            return False
-        peer, own = self._peer, self.domain.owns
-        passed_on = [r for r in refs if not own(r[0]) and arena_owner(r[0]) != peer]
-        if passed_on:
-            self.kept.add(passed_on, keeper, time.monotonic())
-        self.counters.by_reference += sum(r[5] for r in refs)
-        return True
+        return self.placer is not None and self.placer.forward(header, keeper)
 
     def close(self) -> None:
         """The link is gone: let go of every descriptor it passed on."""

@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from ._arena import NAME_PATTERN, Arena, Grant, arena_owner, new_proc_id
 from ._errors import FrameError
+from ._header import Header, Placement
 from ._kept import KeptRefs
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,14 @@ class _Lease:
     grant: Grant
     local: int = 0
     remote: dict[str, list[float]] = field(default_factory=dict)  # holder -> grant times
+
+
+def header_refs(header: Header) -> list[Ref]:
+    """The descriptors a header carries: tensors in order, then the body's, if any."""
+    refs: list[Any] = [m.data for m in header.tensors if m.placement is Placement.SHM]
+    if header.body_ref is not None:
+        refs.append(header.body_ref)
+    return refs  # each checked by ShmDomain.adopt
 
 
 def check_ref(ref: object) -> Ref:
@@ -104,6 +113,21 @@ class ShmPlacer:
     def tensor(self, array: npt.NDArray[Any]) -> Ref | None:
         """A descriptor for `array`, by reference or copied in; None if there is no room."""
         return self.domain.place(array, self.peer, self.counters, self.kept)
+
+    def forward(self, header: Header, keeper: object) -> bool:
+        """Relay `header`'s descriptors to the peer as they are (no copy); always True.
+
+        Those belonging to neither this process nor the peer keep `keeper` (the received
+        message's holder) alive until the peer releases them.
+        """
+        refs = header_refs(header)
+        passed_on = [
+            r for r in refs if not self.domain.owns(r[0]) and arena_owner(r[0]) != self.peer
+        ]
+        if passed_on and self.kept is not None:
+            self.kept.add(passed_on, keeper, time.monotonic())
+        self.counters.by_reference += sum(r[5] for r in refs)
+        return True
 
     def body(self, parts: Sequence[Any], nbytes: int) -> Ref | None:
         """A descriptor for `parts` copied one after another into a lease; None if full."""
