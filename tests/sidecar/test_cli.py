@@ -64,3 +64,20 @@ def test_bench_transfer_prints_the_table_and_writes_json_and_plot(tmp_path: Path
     assert ("tcp-raw", 4096) in cells
     assert all(r["n"] == 20 for r in report["results"])
     assert (tmp_path / "transfer.png").stat().st_size > 10_000
+
+
+@pytest.mark.timeout(150)
+def test_bench_discovery_measures_every_backend_and_writes_json(tmp_path: Path) -> None:
+    result = sidecar("bench", "discovery", "--quick", "--out", str(tmp_path), timeout=140)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "discovery.json").read_text())
+    assert set(report["backends"]) == {"consul", "mdns", "static"}
+    for backend, samples in report["samples"].items():
+        assert len(samples) == 2, backend
+        assert all(a is not None and r is not None for a, r in samples), backend
+
+
+def test_bench_discovery_rejects_an_unknown_backend(tmp_path: Path) -> None:
+    result = sidecar("bench", "discovery", "--backends", "etcd", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "consul,mdns,static" in result.stdout
