@@ -82,6 +82,7 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         self._paused = False
         self._writable: asyncio.Future[None] | None = None
         self._closed: LinkClosed | None = None
+        self._close_when_answered = False  # a draining peer: close once replies are in
         self._lost = self._loop.create_future()
         self.peer_hello: asyncio.Future[dict[str, object]] = self._loop.create_future()
 
@@ -269,8 +270,15 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         self._closed = LinkClosed(
             f"{self.peer_name} closed the link: {event.error.code.value}: {event.error.message}"
         )
+        if is_drain(event.error) and self._awaiting_replies():
+            # The peer finishes what it received; no new request goes out on this link.
+            self._close_when_answered = True
+            return
         if self._transport is not None:
             self._transport.close()
+
+    def _awaiting_replies(self) -> bool:
+        return False
 
     async def _close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -307,6 +315,9 @@ class StreamLink(_LinkProtocol):
         """Requests sent and not yet answered."""
         return len(self._pending)
 
+    def _awaiting_replies(self) -> bool:
+        return bool(self._pending)
+
     async def request(
         self, header: Header, parts: Sequence[BodyPart] = (), *, deadline: float | None = None
     ) -> Message:
@@ -337,6 +348,8 @@ class StreamLink(_LinkProtocol):
             raise
         finally:
             del self._pending[stream]
+            if self._close_when_answered and not self._pending and self._transport is not None:
+                self._transport.close()
         return check_reply(message, self.peer_name)
 
     async def _exchange(
@@ -384,6 +397,14 @@ class StreamLink(_LinkProtocol):
         for reply in self._pending.values():
             if not reply.done():
                 reply.set_exception(self._closed or LinkClosed("link closed"))
+
+
+DRAINING: Final = "draining: requests already sent are served; send new ones elsewhere"
+
+
+def is_drain(error: ErrorInfo) -> bool:
+    """True for the GOAWAY of a peer that drains (as opposed to one that fails the link)."""
+    return error.code is ErrorCode.UNAVAILABLE and error.message == DRAINING
 
 
 def _with_timeout(header: Header, remaining: float) -> Header:
@@ -485,6 +506,11 @@ class _ServerProtocol(_LinkProtocol):
         except LimitExceeded as exc:
             self.send_control(stream, Kind.ERROR, _error_info(exc))
 
+    def send_drain(self) -> None:
+        """Tell the peer we are draining: it sends no new requests on this link."""
+        if not self.closed and self._transport is not None:
+            self._transport.write(goaway_frame(ErrorCode.UNAVAILABLE, DRAINING))
+
     def _on_lost(self) -> None:
         self._waiting.clear()
         for task in self._tasks.values():
@@ -581,10 +607,14 @@ class LinkServer:
     async def drain(self, timeout: float) -> bool:
         """Stop accepting and wait up to `timeout` for requests in progress to finish.
 
-        Returns True if none were left. Links stay open so replies can be written.
+        Every open link is told (a GOAWAY "draining") to send nothing new; requests already
+        on their way are still served. Returns True if none were left. Links stay open so
+        replies can be written.
         """
         for server in self._servers:
             server.close()
+        for connection in list(self._connections):
+            connection.send_drain()
         try:
             async with asyncio.timeout(timeout):
                 await self._idle.wait()

@@ -31,7 +31,7 @@ from ._frame import (
 from ._handshake import ShmHandshake
 from ._header import Header, Kind, check_header_size, pack_header
 from ._limits import Limits
-from ._link import BodyPart, check_reply, parse_address
+from ._link import BodyPart, check_reply, is_drain, parse_address
 from ._pool import BufferPool
 from ._shm import Ref, ShmDomain
 from ._tensors import Placer
@@ -58,6 +58,7 @@ class SyncLink:
         self._decoder = FrameDecoder(limits, pool)
         self._ids = itertools.count(1)
         self._broken: LinkClosed | None = None
+        self._drained: LinkClosed | None = None  # the peer drains: close after this reply
         self._peer = _peer_name(sock)
 
     @classmethod
@@ -153,6 +154,8 @@ class SyncLink:
         finally:
             if not usable:
                 self._fail(LinkClosed(f"link to {self._peer} was interrupted mid-request"))
+        if self._drained is not None:
+            self._fail(self._drained)
         return check_reply(reply, self._peer)
 
     def ping(self, timeout: float = 5.0) -> float:
@@ -195,6 +198,9 @@ class SyncLink:
             if isinstance(event, ShmControl):
                 self.shm.on_control(event.fields)
             elif isinstance(event, GoAway):
+                if is_drain(event.error):  # our request is still served; no new ones here
+                    self._drained = LinkClosed(f"{self._peer} is draining: {event.error.message}")
+                    continue
                 raise self._fail(LinkClosed(f"{self._peer} closed the link: {event.error.message}"))
             elif isinstance(event, Message):
                 kind = event.header.kind

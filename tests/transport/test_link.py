@@ -477,3 +477,39 @@ async def test_server_side_cancel_reaches_the_caller(
         await reply_to
     del link._pending[99]
     await link.aclose()
+
+
+async def test_drain_serves_requests_already_sent_and_refuses_new_ones() -> None:
+    """A draining server tells its links; their callers finish in-flight requests only."""
+    import transport
+
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(
+        message: transport.Message, deadline: float | None, placer: object
+    ) -> transport.Reply:
+        started.set()
+        await release.wait()
+        return transport.Header(transport.Kind.RESPONSE), []
+
+    server = transport.LinkServer(slow, transport.Limits(), transport.BufferPool())
+    address = await server.listen_tcp("127.0.0.1", 0)
+    link = await transport.connect(address)
+    try:
+        pending = asyncio.ensure_future(
+            link.request(transport.Header(transport.Kind.REQUEST, service="s"))
+        )
+        await started.wait()
+        drained = asyncio.ensure_future(server.drain(10.0))
+        async with asyncio.timeout(5.0):
+            while not link.closed:  # noqa: ASYNC110  # a protocol flag: the GOAWAY arrived
+                await asyncio.sleep(0.01)
+        with pytest.raises(transport.LinkClosed, match="draining"):
+            await link.request(transport.Header(transport.Kind.REQUEST, service="s"))
+        release.set()
+        reply = await pending  # the request already sent is answered
+        assert reply.header.kind is transport.Kind.RESPONSE
+        assert await drained is True
+    finally:
+        await link.aclose()
+        await server.aclose()

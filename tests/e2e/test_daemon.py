@@ -1,0 +1,308 @@
+"""`sidecar run` end to end: real sidecars, real serve() replicas, the Consul emulator.
+
+Each test starts the emulator and the sidecars as child processes, as users run them, and
+calls through a sidecar's mesh port with BlockingMeshClient.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sidecar import BlockingMeshClient
+
+from ..conftest import ServeProcess, child_env, wait_for
+
+DOUBLER = """
+from sidecar import serve
+async def double(inputs):
+    return {{"y": inputs["x"] * 2}}
+serve(double, service="toy", ready_file={ready!r}, uds_path={uds!r})
+"""
+
+
+@dataclass
+class Sidecar:
+    proc: subprocess.Popen[bytes]
+    info: dict[str, str]
+    log: Path
+
+    @property
+    def mesh(self) -> str:
+        return self.info["mesh"]
+
+    def admin(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://{self.info['admin']}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        _, text = self.admin("/metrics")
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    total += sample.value
+        return total
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+
+@pytest.fixture
+def consul(tmp_path: Path) -> Iterator[str]:
+    """The Consul emulator in a child process, with fast reaping; its address."""
+    ready = tmp_path / "consul.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.consul_emulator", "--port", "0", "--ready-file", str(ready),
+         "--reap-interval", "0.5", "--min-deregister-after", "1"],
+        env=child_env(),
+    )  # fmt: skip
+    try:
+        wait_for(lambda: ready.exists() or proc.poll() is not None, 30, "the consul emulator")
+        assert proc.poll() is None, "the consul emulator exited"
+        yield str(json.loads(ready.read_text())["address"])
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def sidecars(tmp_path: Path, consul: str) -> Iterator[Callable[..., Sidecar]]:
+    started: list[Sidecar] = []
+
+    def start(service: str, app: str | None = None, shm_dir: str | None = None) -> Sidecar:
+        n = len(started)
+        ready, log = tmp_path / f"sidecar-{n}.json", tmp_path / f"sidecar-{n}.log"
+        argv = [sys.executable, "-m", "sidecar", "run", "--service", service,
+                "--discovery", f"consul://{consul}", "--mesh-addr", "127.0.0.1:0",
+                "--admin-addr", "127.0.0.1:0", "--ready-file", str(ready),
+                "--app-health-interval", "0.2", "--drain-timeout", "10",
+                "--log-format", "text"]  # fmt: skip
+        if app is not None:
+            argv += ["--app", app]
+        env = child_env()
+        if shm_dir is not None:
+            env["ARROWMESH_SHM_DIR"] = shm_dir
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        wait_for(lambda: ready.exists() or proc.poll() is not None, 30, "the sidecar's ready file")
+        assert proc.poll() is None, log.read_text()[-3000:]
+        started.append(Sidecar(proc, json.loads(ready.read_text()), log))
+        return started[-1]
+
+    yield start
+    for sidecar in started:
+        if sidecar.proc.poll() is None:
+            sidecar.proc.kill()
+            sidecar.proc.wait()
+
+
+def _app(replica: ServeProcess) -> str:
+    return f"tcp://{replica.mesh}"
+
+
+def _wait_routable(client: BlockingMeshClient, replicas: int = 1) -> None:
+    """Until a request goes through (the registry saw the replicas and their apps)."""
+
+    def ok() -> bool:
+        try:
+            client.infer("toy", {"x": np.ones(2)}, timeout=5)
+        except Exception:
+            return False
+        return True
+
+    wait_for(ok, 20, "a request to go through the sidecars")
+
+
+def test_through_two_sidecars_tensors_pass_by_reference(
+    serve_process: Callable[[str], ServeProcess], sidecars: Callable[..., Sidecar]
+) -> None:
+    replica = serve_process(DOUBLER)
+    front = sidecars("toy", app=_app(replica))
+    caller = sidecars("pipeline")
+    with BlockingMeshClient(caller.mesh) as client:
+        _wait_routable(client)
+        small = client.infer("toy", {"x": np.arange(5)})["y"]
+        np.testing.assert_array_equal(small, np.arange(5) * 2)
+        big = np.arange(1 << 20, dtype=np.float32)
+        np.testing.assert_array_equal(client.infer("toy", {"x": big})["y"], big * 2)
+        chunk = client.alloc((1 << 18,), np.float64)
+        chunk[:] = 1.5
+        np.testing.assert_array_equal(client.infer("toy", {"x": chunk})["y"], 3.0)
+        del chunk
+    # Both hops moved the large tensors as descriptors, never as bytes on a socket.
+    for sidecar in (caller, front):
+        assert sidecar.metric("arrowmesh_relayed_bytes_total", mode="reference") >= big.nbytes
+        assert sidecar.metric("arrowmesh_relayed_bytes_total", mode="copied") == 0
+    assert caller.metric("arrowmesh_requests_total", service="toy", outcome="ok") >= 3
+    assert front.stop() == 0 and caller.stop() == 0
+    assert replica.stop() == 0
+
+
+def test_a_hop_that_cannot_share_memory_gets_the_tensors_copied_once(
+    serve_process: Callable[[str], ServeProcess], sidecars: Callable[..., Sidecar], tmp_path: Path
+) -> None:
+    replica = serve_process(DOUBLER)
+    other = tempfile_dir(tmp_path)
+    front = sidecars("toy", app=_app(replica), shm_dir=other)  # another tmpfs volume
+    caller = sidecars("pipeline")
+    with BlockingMeshClient(caller.mesh) as client:
+        _wait_routable(client)
+        big = np.arange(1 << 20, dtype=np.int32)
+        np.testing.assert_array_equal(client.infer("toy", {"x": big})["y"], big * 2)
+    assert caller.metric("arrowmesh_relayed_bytes_total", mode="copied") >= big.nbytes
+    assert front.metric("arrowmesh_relayed_bytes_total", mode="reference") == 0
+    assert front.stop() == 0 and caller.stop() == 0
+    assert replica.stop() == 0
+    assert not list(Path(other).iterdir())
+    Path(other).rmdir()
+
+
+def tempfile_dir(tmp_path: Path) -> str:
+    path = Path("/dev/shm") / f"arrowmesh-other-{os.getpid()}-{tmp_path.name}"
+    path.mkdir(mode=0o700)
+    return str(path)
+
+
+def test_a_killed_replica_is_routed_around(
+    serve_process: Callable[[str], ServeProcess], sidecars: Callable[..., Sidecar]
+) -> None:
+    replicas = [serve_process(DOUBLER) for _ in range(2)]
+    fronts = [sidecars("toy", app=_app(r)) for r in replicas]
+    caller = sidecars("pipeline")
+    with BlockingMeshClient(caller.mesh) as client:
+        _wait_routable(client)
+        wait_for(lambda: len(json.loads(caller.admin("/endpoints")[1])["toy"]["endpoints"]) == 2,
+                 20, "both replicas routable")  # fmt: skip
+        replicas[0].proc.kill()
+        replicas[0].proc.wait()
+        # Its sidecar's app probe fails, it fails its TTL check, the caller's cluster drops it.
+        wait_for(lambda: len(json.loads(caller.admin("/endpoints")[1])["toy"]["endpoints"]) == 1,
+                 10, "the dead replica to leave the caller's cluster")  # fmt: skip
+        for i in range(30):
+            assert client.infer("toy", {"x": np.array([i])}, timeout=5)["y"][0] == 2 * i
+    assert fronts[0].admin("/readyz")[0] == 503
+    for sidecar in (*fronts, caller):
+        assert sidecar.stop() == 0
+    assert replicas[1].stop() == 0
+
+
+def test_sigterm_under_load_loses_no_request(
+    serve_process: Callable[[str], ServeProcess], sidecars: Callable[..., Sidecar]
+) -> None:
+    replicas = [serve_process(DOUBLER) for _ in range(2)]
+    fronts = [sidecars("toy", app=_app(r)) for r in replicas]
+    caller = sidecars("pipeline")
+    results: list[object] = []
+    done = threading.Event()
+    with BlockingMeshClient(caller.mesh) as probe:
+        _wait_routable(probe)
+        wait_for(lambda: len(json.loads(caller.admin("/endpoints")[1])["toy"]["endpoints"]) == 2,
+                 20, "both replicas routable")  # fmt: skip
+
+    def load(worker: int) -> None:
+        with BlockingMeshClient(caller.mesh) as client:
+            deadline = time.monotonic() + 30
+            for i in range(150):  # bounded in count and in time
+                if time.monotonic() > deadline:
+                    break
+                x = np.array([worker * 1000 + i])
+                try:
+                    results.append(
+                        bool(client.infer("toy", {"x": x}, timeout=10)["y"][0] == 2 * x[0])
+                    )
+                except Exception as exc:  # collected and asserted below
+                    results.append(exc)
+                if i == 40 and worker == 0:
+                    done.set()
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(3)]
+    for t in threads:
+        t.start()
+    assert done.wait(30)
+    assert fronts[0].stop() == 0  # drains while the load goes on
+    for t in threads:
+        t.join(60)
+    failures = [r for r in results if r is not True]
+    assert not failures, failures[:5]
+    assert len(results) >= 300
+    for sidecar in (fronts[1], caller):
+        assert sidecar.stop() == 0
+    for replica in replicas:
+        assert replica.stop() == 0
+
+
+def test_admin_endpoints_answer_and_hide_secrets(
+    serve_process: Callable[[str], ServeProcess], sidecars: Callable[..., Sidecar]
+) -> None:
+    replica = serve_process(DOUBLER)
+    front = sidecars("toy", app=_app(replica))
+    wait_for(lambda: front.admin("/readyz")[0] == 200, 20, "the sidecar to be ready")
+    assert front.admin("/healthz")[0] == 200
+    status, config = front.admin("/config")
+    assert status == 200 and json.loads(config)["settings"]["service"] == "toy"
+    assert front.admin("/nope")[0] == 404
+    assert "arrowmesh_app_healthy 1.0" in front.admin("/metrics")[1]
+    assert front.stop() == 0
+    assert replica.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--service", "toy", "--mesh-addr", "nope"], "--mesh-addr"),
+        (["--mesh-addr", "127.0.0.1:0"], "--service"),
+        (["--service", "toy", "--app", "ftp://x"], "--app"),
+        (["--service", "toy", "--discovery", "etcd://x"], "--discovery"),
+    ],
+)
+def test_bad_configuration_exits_2_naming_the_setting(argv: list[str], says: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sidecar", "run", *argv],
+        env=child_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert says in result.stderr
+
+
+def test_a_taken_port_exits_2_naming_the_listener(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        static = tmp_path / "mesh.yaml"
+        static.write_text("services: {}\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "sidecar", "run", "--service", "toy",
+             "--mesh-addr", f"127.0.0.1:{port}", "--discovery", f"static://{static}"],
+            env=child_env(), capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "--mesh-addr" in result.stderr
