@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Final
 
 import aiohttp
+from aiohttp import web
 
 import transport
 from discovery import (
@@ -37,12 +38,14 @@ from transport import BufferPool, ErrorCode, Header, LinkServer, Message, Placer
 from ._admin import admin_app, start_admin, stop_admin
 from ._config import RunConfig
 from ._errors import ConfigError, Unavailable
+from ._grpc_listener import GrpcSide
+from ._http_listeners import HttpSide
 from ._links import LinkPool, ShmSlot
 from ._metrics import APP_HEALTHY, IN_FLIGHT, LATENCY, RELAYED_BYTES, REQUESTS, SHM_LEASES, SHM_USED
 from ._relay import keepalive, relay_parts
 from ._router import Router
 from ._serve import write_atomically
-from ._settings import Settings, parse_host_port
+from ._settings import Settings, format_host_port, parse_host_port
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,8 @@ class Daemon:
         self.router = Router(self.registry, limits=self.limits, pool=self.pool, shm=self.shm)
         self.server = LinkServer(self._handle, self.limits, self.pool)
         self._app = _AppLinks(self.settings, self.limits, self.pool, self.shm)
+        self._http = HttpSide(self.settings, self.router)
+        self._grpc = GrpcSide()
         self.endpoint: Endpoint | None = None
         self.addresses: dict[str, str] = {}
         self._app_healthy = False
@@ -121,14 +126,17 @@ class Daemon:
         domain = await self.shm.get()
         self.server.shm = domain
         await self.registry.__aenter__()  # type: ignore[attr-defined]  # every backend is one
+        await self._http.setup()
         host, port = parse_host_port(s.mesh_addr)
         try:
-            await self.server.listen_tcp(host, port)
+            await self.server.listen_tcp(host, port, other=self._http.peer.server)
         except (OSError, transport.LinkClosed) as exc:
             raise ConfigError(
                 f"mesh listener (--mesh-addr) cannot bind {s.mesh_addr}: {exc}"
             ) from None
         self.addresses["mesh"] = self.server.addresses[0]
+        self.addresses["http"] = await _bind_site(self._http.local, s.http_addr, "--http-addr")
+        self.addresses["grpc"] = await self._grpc.start(s.grpc_addr)
         state = _AdminView(self)
         admin_host, admin_port = parse_host_port(s.admin_addr)
         self._admin, self.addresses["admin"] = await start_admin(
@@ -140,6 +148,8 @@ class Daemon:
             await self.registry.register(self.endpoint)
             self._registered = True
             self._tasks.append(loop.create_task(self._watch_app(), name="app-health"))
+        else:
+            await self._grpc.set_ready(True)
         self._tasks.append(loop.create_task(self._export_shm(), name="shm-metrics"))
         if s.ready_file is not None:
             await self._write_ready_file(domain.token if domain is not None else "")
@@ -169,6 +179,7 @@ class Daemon:
     async def drain(self) -> None:
         """Not ready, deregistered, no new requests; wait for in-flight ones (bounded)."""
         self._draining = True
+        await self._grpc.set_ready(False)
         logger.info("draining", extra={"service": self.settings.service})
         if self.endpoint is not None:
             with contextlib.suppress(Exception):
@@ -188,6 +199,8 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.server.aclose()
+        await self._http.aclose()
+        await self._grpc.aclose()
         if self._admin is not None:
             await stop_admin(self._admin)  # type: ignore[arg-type]  # set by start
             self._admin = None
@@ -299,6 +312,7 @@ class Daemon:
         while True:
             healthy = await self._app.probe()
             self._app_healthy = healthy
+            await self._grpc.set_ready(self.ready)
             APP_HEALTHY.set(1 if healthy else 0)
             if healthy != last and not self._draining:
                 logger.info(
@@ -415,6 +429,17 @@ class _AppLinks:
             await self._links.aclose()
         if self._session is not None:
             await self._session.close()
+
+
+async def _bind_site(runner: web.AppRunner, address: str, flag: str) -> str:
+    """Listen with `runner` on HOST:PORT; the bound "host:port". ConfigError naming `flag`."""
+    host, port = parse_host_port(address)
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        raise ConfigError(f"listener ({flag}) cannot bind {address}: {exc}") from None
+    bound = runner.addresses[-1]
+    return format_host_port(str(bound[0]), int(bound[1]))
 
 
 def app_address(url: str) -> str:

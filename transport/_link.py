@@ -51,6 +51,7 @@ from ._header import ErrorInfo, Header, Kind, check_header_size, pack_header
 from ._limits import Limits, MiB
 from ._pool import BufferPool
 from ._shm import Ref, ShmDomain
+from ._sniff import ProtocolFactory, Sniffer
 from ._tensors import Placer
 
 logger = logging.getLogger(__name__)
@@ -579,11 +580,24 @@ class LinkServer:
         if not self._active:
             self._idle.set()
 
-    async def listen_tcp(self, host: str, port: int) -> str:
-        """Start accepting on host:port (0 picks a free port); returns the bound "host:port"."""
+    async def listen_tcp(
+        self, host: str, port: int, *, other: ProtocolFactory | None = None
+    ) -> str:
+        """Start accepting on host:port (0 picks a free port); returns the bound "host:port".
+
+        With `other`, connections that do not open with a mesh frame (HTTP, say) are
+        handed to a protocol from `other` instead.
+        """
         loop = asyncio.get_running_loop()
+
+        def mesh() -> _ServerProtocol:
+            return _ServerProtocol(self)
+
+        def factory() -> asyncio.BaseProtocol:
+            return mesh() if other is None else Sniffer(mesh, other)
+
         try:
-            server = await loop.create_server(lambda: _ServerProtocol(self), host, port)
+            server = await loop.create_server(factory, host, port)
         except OSError as exc:
             raise LinkClosed(f"cannot listen on {host}:{port}: {exc}") from exc
         self._servers.append(server)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -95,16 +96,19 @@ def consul(tmp_path: Path) -> Iterator[str]:
 def sidecars(tmp_path: Path, consul: str) -> Iterator[Callable[..., Sidecar]]:
     started: list[Sidecar] = []
 
-    def start(service: str, app: str | None = None, shm_dir: str | None = None) -> Sidecar:
+    def start(
+        service: str, app: str | None = None, shm_dir: str | None = None, app_protocol: str = "mesh"
+    ) -> Sidecar:
         n = len(started)
         ready, log = tmp_path / f"sidecar-{n}.json", tmp_path / f"sidecar-{n}.log"
         argv = [sys.executable, "-m", "sidecar", "run", "--service", service,
                 "--discovery", f"consul://{consul}", "--mesh-addr", "127.0.0.1:0",
-                "--admin-addr", "127.0.0.1:0", "--ready-file", str(ready),
+                "--admin-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+                "--grpc-addr", "127.0.0.1:0", "--ready-file", str(ready),
                 "--app-health-interval", "0.2", "--drain-timeout", "10",
                 "--log-format", "text"]  # fmt: skip
         if app is not None:
-            argv += ["--app", app]
+            argv += ["--app", app, "--app-protocol", app_protocol]
         env = child_env()
         if shm_dir is not None:
             env["ARROWMESH_SHM_DIR"] = shm_dir
@@ -306,3 +310,95 @@ def test_a_taken_port_exits_2_naming_the_listener(tmp_path: Path) -> None:
         )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert "--mesh-addr" in result.stderr
+
+
+WEB_APP = """
+import asyncio, json, sys
+from aiohttp import web
+
+async def hello(request):
+    body = await request.read()
+    return web.json_response({{"path": request.path_qs, "body": body.decode(),
+                               "trace": request.headers.get("traceparent", "")}})
+
+async def events(request):
+    response = web.StreamResponse(headers={{"Content-Type": "text/event-stream"}})
+    await response.prepare(request)
+    for i in range(3):
+        await response.write(f"data: {{i}}\\n\\n".encode())
+        await asyncio.sleep(0.05)
+    return response
+
+async def healthz(request):
+    return web.Response(text="ok")
+
+async def main():
+    app = web.Application()
+    app.router.add_post("/hello", hello)
+    app.router.add_get("/events", events)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    with open({ready!r} + ".tmp", "w") as f:
+        json.dump({{"port": port}}, f)
+    import os; os.replace({ready!r} + ".tmp", {ready!r})
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def web_app(tmp_path: Path) -> Iterator[str]:
+    ready = tmp_path / "web.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WEB_APP.format(ready=str(ready))], env=child_env()
+    )
+    try:
+        wait_for(lambda: ready.exists() or proc.poll() is not None, 30, "the web app")
+        yield f"http://127.0.0.1:{json.loads(ready.read_text())['port']}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_http_passthrough_crosses_two_sidecars_and_streams(
+    web_app: str, sidecars: Callable[..., Sidecar]
+) -> None:
+    front = sidecars("web", app=web_app, app_protocol="http")
+    caller = sidecars("pipeline")
+    base = f"http://{caller.info['http']}/svc/web"
+    wait_for(lambda: front.admin("/readyz")[0] == 200, 20, "the web app's sidecar to be ready")
+
+    def post() -> dict[str, str] | None:
+        request = urllib.request.Request(f"{base}/hello?x=1", data=b"ping", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return dict(json.loads(response.read()))
+        except urllib.error.HTTPError:
+            return None
+
+    wait_for(lambda: post() is not None, 20, "the caller's sidecar to find the web service")
+    answer = post()
+    assert answer is not None
+    assert answer["path"] == "/hello?x=1" and answer["body"] == "ping"
+    assert answer["trace"].startswith("00-")  # created at the first hop, carried on
+    with urllib.request.urlopen(f"{base}/events", timeout=5) as response:
+        assert response.headers["Content-Type"] == "text/event-stream"
+        assert response.read() == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+    # A peer's mesh port relays HTTP only to its own app: never an open proxy.
+    status, body = _http(f"http://{front.mesh}/svc/pipeline/x")
+    assert status == 400 and "fronts 'web'" in body
+    for sidecar in (front, caller):
+        assert sidecar.stop() == 0
+
+
+def _http(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()

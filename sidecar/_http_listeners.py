@@ -1,0 +1,97 @@
+"""The daemon's HTTP side: the local listener (`/svc/` to any service) and the peers' one
+(on the mesh port, `/svc/` to this sidecar's own app only, so a sidecar is never an open
+proxy for the network). The OIP REST routes join the local listener in the OIP issue.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import aiohttp
+from aiohttp import web
+
+from ._errors import InvalidInput, Unavailable
+from ._metrics import LATENCY, REQUESTS
+from ._passthrough import (
+    PassthroughResult,
+    Resolve,
+    Upstream,
+    listener_options,
+    passthrough_routes,
+)
+from ._router import Router
+from ._settings import Settings
+
+logger = logging.getLogger(__name__)
+
+HTTP_APPS = ("http", "oip-http")
+
+
+class HttpSide:
+    """Both HTTP listeners' routes, sharing one client session to upstreams."""
+
+    def __init__(self, settings: Settings, router: Router) -> None:
+        self._settings = settings
+        self._router = router
+        self._rng = random.Random()
+        self.session = aiohttp.ClientSession(
+            cookie_jar=aiohttp.DummyCookieJar(),  # never carry one caller's cookies to another
+            connector=aiohttp.TCPConnector(limit=0),  # streams are long: no pool cap
+            auto_decompress=False,
+        )
+        self.local = self._runner(self.resolve_local)
+        self.peer = self._runner(self.resolve_peer)
+
+    async def setup(self) -> None:
+        """Prepare both runners (binding is the daemon's)."""
+        await self.local.setup()
+        await self.peer.setup()
+
+    async def aclose(self) -> None:
+        """Stop both listeners and close the session."""
+        await self.local.cleanup()
+        await self.peer.cleanup()
+        await self.session.close()
+
+    async def resolve_local(self, service: str) -> Upstream:
+        """A caller on this host: our own app, or an endpoint's sidecar."""
+        if service == self._settings.service:
+            return self._own_app(service)
+        cluster = await self._router.cluster(service)
+        endpoints = cluster.endpoints
+        if not endpoints:
+            raise Unavailable(f"no endpoint of service {service!r}")
+        endpoint = self._rng.choice(endpoints)
+        return Upstream(f"http://{endpoint.authority}/svc/{service}", endpoint.id)
+
+    async def resolve_peer(self, service: str) -> Upstream:
+        """A peer sidecar: only our own app."""
+        if service != self._settings.service:
+            raise InvalidInput(
+                f"this sidecar fronts {self._settings.service!r}, not {service!r}; "
+                "send to the sidecar of that service"
+            )
+        return self._own_app(service)
+
+    def _own_app(self, service: str) -> Upstream:
+        s = self._settings
+        if s.app is None or s.app_protocol not in HTTP_APPS:
+            raise Unavailable(
+                f"service {service!r} here is not an HTTP app (app protocol {s.app_protocol})"
+            )
+        return Upstream(s.app.rstrip("/"), "app")
+
+    def _runner(self, resolve: Resolve) -> web.AppRunner:
+        app = web.Application()
+        app.add_routes(passthrough_routes(resolve, self.session, on_done=_observe))
+        return web.AppRunner(app, access_log=None, **listener_options())
+
+
+def _observe(result: PassthroughResult) -> None:
+    failed = result.error or not 200 <= result.status < 400
+    outcome = (result.error or str(result.status)) if failed else "ok"
+    REQUESTS.labels(result.service, result.endpoint_id, outcome).inc()
+    LATENCY.labels(result.service).observe(result.seconds)
+    if result.error:
+        logger.debug("passthrough failed", extra={"service": result.service, "error": result.error})
