@@ -35,7 +35,14 @@ WatchEvent = Snapshot | Outage
 
 
 class Registry(Protocol):
-    """Where services are: register this process's endpoints, watch other services."""
+    """Where services are: register this process's endpoints, watch other services.
+
+    Use as an async context manager (entering opens the backend's client inside the loop).
+    """
+
+    async def __aenter__(self) -> Registry: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
 
     async def register(self, endpoint: Endpoint) -> None:
         """Advertise `endpoint`, initially unhealthy where the backend has health.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 import transport
+from discovery import open_registry, parse_discovery_uri
 from transport import (
     BodyPart,
     BufferPool,
@@ -22,10 +24,12 @@ from transport import (
     ShmDomain,
     ShmPlacer,
     ShmStats,
+    StreamLink,
 )
 
 from ._errors import InvalidInput, translate
 from ._links import LinkPool, ShmSlot
+from ._router import Router
 from ._settings import Settings
 from ._trace import ensure_traceparent
 
@@ -35,20 +39,24 @@ Tensors = dict[str, npt.NDArray[Any]]
 
 
 class MeshClient:
-    """Calls mesh services through a sidecar's (or a `serve()` process's) mesh port.
+    """Calls mesh services through a sidecar's (or a `serve()` process's) mesh port, or
+    proxyless: finding, choosing and linking to endpoints itself.
 
-    `sidecar` is "HOST:PORT" or "unix:/path/to/socket". One client shares a pool of up to
-    `connections` links among all concurrent callers. Tensors go through shared memory
-    when the peer proves it shares `shm_dir` (default ARROWMESH_SHM_DIR,
-    /dev/shm/arrowmesh; "" turns it off): each large tensor by descriptor, or with
-    `arrow_in_shm` a large message as one Arrow IPC stream written into shared memory.
+    `sidecar` is "HOST:PORT" or "unix:/path/to/socket"; `discovery` (instead) is a
+    `--discovery` URI (consul://, mdns://, static://) for the proxyless mode. One client
+    shares a pool of up to `connections` links per address among all concurrent callers.
+    Tensors go through shared memory when the peer proves it shares `shm_dir` (default
+    ARROWMESH_SHM_DIR, /dev/shm/arrowmesh; "" turns it off): each large tensor by
+    descriptor, or with `arrow_in_shm` a large message as one Arrow IPC stream written
+    into shared memory.
     Use as an async context manager, or call `aclose()`.
     """
 
     def __init__(
         self,
-        sidecar: str,
+        sidecar: str | None = None,
         *,
+        discovery: str | None = None,
         connections: int = 1,
         limits: Limits | None = None,
         pool: BufferPool | None = None,
@@ -57,15 +65,28 @@ class MeshClient:
     ) -> None:
         if connections < 1:
             raise ValueError(f"connections={connections} must be at least 1")
+        if (sidecar is None) == (discovery is None):
+            raise InvalidInput("give MeshClient a sidecar address or a discovery URI, not both")
         try:
-            transport.parse_address(sidecar)
+            if sidecar is not None:
+                transport.parse_address(sidecar)
+            else:
+                parse_discovery_uri(discovery, os.environ)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         self.limits = limits or Settings().limits()
         self.pool = pool or BufferPool()
         self._shm = ShmSlot(shm_dir)
         self._arrow_in_shm = arrow_in_shm
-        self._links = LinkPool(sidecar, connections, self.limits, self.pool, self._shm)
+        self._discovery = discovery
+        self._connections = connections
+        self._router: Router | None = None
+        self._opening: asyncio.Lock | None = None
+        self._links = (
+            None
+            if sidecar is None
+            else LinkPool(sidecar, connections, self.limits, self.pool, self._shm)
+        )
 
     async def infer(
         self,
@@ -83,19 +104,49 @@ class MeshClient:
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        try:
-            link = await self._links.get()
-            place = placer_for(link.placer, self._arrow_in_shm)
+
+        async def send(link: StreamLink, placer: Placer | None) -> transport.Message:
+            place = placer_for(placer, self._arrow_in_shm)
             header, parts = build_request(
                 service, inputs, self.limits, affinity_key, traceparent, place
             )
-            reply = await link.request(header, parts, deadline=deadline)
+            return await link.request(header, parts, deadline=deadline)
+
+        try:
+            if self._links is not None:
+                link = await self._links.get()
+                reply = await send(link, link.placer)
+            else:
+                router = await self._proxyless()
+                reply = await router.send(service, send)
             return decode_reply(reply, self.limits)
         except transport.TransportError as exc:
             raise translate(exc) from exc
 
+    async def _proxyless(self) -> Router:
+        """The in-process router, made (and its registry opened) on first use."""
+        if self._router is not None:
+            return self._router
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._router is None:
+                registry = open_registry(self._discovery, os.environ)
+                await registry.__aenter__()
+                self._router = Router(
+                    registry,
+                    limits=self.limits,
+                    pool=self.pool,
+                    shm=self._shm,
+                    connections=self._connections,
+                    owns_registry=True,
+                )
+        return self._router
+
     async def ping(self, timeout: float = 5.0) -> float:
         """Seconds for a PING round trip to the sidecar. Raises Unavailable, DeadlineExceeded."""
+        if self._links is None:
+            raise InvalidInput("a proxyless client has no sidecar to ping")
         try:
             link = await self._links.get()
             return await link.ping(timeout)
@@ -115,8 +166,12 @@ class MeshClient:
         return None if self._shm.domain is None else self._shm.domain.stats()
 
     async def aclose(self) -> None:
-        """Close every link and leave the shared-memory directory."""
-        await self._links.aclose()
+        """Close every link (and the registry) and leave the shared-memory directory."""
+        if self._links is not None:
+            await self._links.aclose()
+        if self._router is not None:
+            router, self._router = self._router, None
+            await router.aclose()
         await self._shm.aclose()
 
     async def __aenter__(self) -> MeshClient:

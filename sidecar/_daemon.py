@@ -27,15 +27,13 @@ from aiohttp import web
 import transport
 from discovery import (
     Endpoint,
-    MdnsUri,
     Registry,
-    interface_address,
     open_registry,
-    parse_discovery_uri,
 )
 from transport import BufferPool, ErrorCode, Header, LinkServer, Message, Placer, StreamLink
 
 from ._admin import admin_app, start_admin, stop_admin
+from ._advertise import advertise_address
 from ._config import RunConfig
 from ._errors import ConfigError, Unavailable
 from ._grpc_listener import GrpcSide
@@ -125,7 +123,7 @@ class Daemon:
         s = self.settings
         domain = await self.shm.get()
         self.server.shm = domain
-        await self.registry.__aenter__()  # type: ignore[attr-defined]  # every backend is one
+        await self.registry.__aenter__()
         await self._http.setup()
         host, port = parse_host_port(s.mesh_addr)
         try:
@@ -295,15 +293,7 @@ class Daemon:
 
     def _default_advertise(self) -> str:
         host, _ = parse_host_port(self.addresses["mesh"])
-        if host not in ("0.0.0.0", "::"):
-            return host
-        uri = parse_discovery_uri(self.settings.discovery, self._env)
-        if isinstance(uri, MdnsUri):
-            with contextlib.suppress(Exception):
-                return interface_address(uri.interfaces[0])
-        with contextlib.suppress(OSError):
-            return socket.gethostbyname(socket.gethostname())
-        return "127.0.0.1"
+        return advertise_address(host, self.settings.discovery, self._env)
 
     async def _watch_app(self) -> None:
         """Probe the app; pass or fail the registry's health check when its answer changes."""

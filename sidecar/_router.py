@@ -41,8 +41,10 @@ class Router:
         shm: ShmSlot,
         connections: int = 1,
         rng: random.Random | None = None,
+        owns_registry: bool = False,
     ) -> None:
         self._registry = registry
+        self._owns_registry = owns_registry
         self._limits = limits
         self._pool = pool
         self._shm = shm
@@ -103,12 +105,14 @@ class Router:
             return await send(link, link.placer)
 
     async def aclose(self) -> None:
-        """Close every cluster and link."""
+        """Close every cluster and link (and the registry, if it was handed over)."""
         clusters, self._clusters = list(self._clusters.values()), {}
         links, self._links = list(self._links.values()), {}
         for cluster in clusters:
             await cluster.aclose()
         await asyncio.gather(*(pool.aclose() for pool in links))
+        if self._owns_registry:
+            await self._registry.aclose()
 
     async def _open(self, service: str) -> Cluster:
         cluster = Cluster(service, self._registry)

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 import numpy.typing as npt
 
 import transport
+from discovery import DiscoveryError, Endpoint, Registry, open_registry
 from transport import (
     BufferPool,
     ErrorCode,
@@ -32,6 +34,7 @@ from transport import (
     ShmDomain,
 )
 
+from ._advertise import advertise_address
 from ._client import alloc_in
 from ._links import ShmSlot
 from ._loop import run
@@ -76,9 +79,15 @@ class Service:
         limits: Limits | None = None,
         pool: BufferPool | None = None,
         shm_dir: str | None = None,
+        discovery: str | None = None,
+        advertise_addr: str | None = None,
     ) -> None:
         if not service:
             raise ValueError("service name must not be empty")
+        self._discovery = discovery
+        self._advertise = advertise_addr
+        self._registry: Registry | None = None
+        self.endpoint: Endpoint | None = None
         self._shm = ShmSlot(shm_dir)
         self.service = service
         self.limits = limits or Settings().limits()
@@ -110,19 +119,52 @@ class Service:
         return self._server
 
     async def start(self) -> None:
-        """Join the shared-memory directory, then bind the listeners."""
-        self._server.shm = await self._shm.get()
+        """Join the shared-memory directory, bind the listeners, register if asked to.
+
+        Raises transport.LinkClosed (cannot listen), discovery errors (cannot register).
+        """
+        domain = await self._shm.get()
+        self._server.shm = domain
         await self._server.listen_tcp(self._host, self._port)
         if self._uds_path is not None:
             await self._server.listen_unix(self._uds_path)
+        if self._discovery is not None:
+            await self._register(domain.token if domain is not None else "")
+
+    async def _register(self, shm_token: str) -> None:
+        host, port = self._server.addresses[0].rsplit(":", 1)
+        address = self._advertise or advertise_address(
+            host.strip("[]"), self._discovery, os.environ
+        )
+        self.endpoint = Endpoint(
+            self.service,
+            f"{self.service}-{socket.gethostname()[:20]}-{port}",
+            address,
+            int(port),
+            shm_domain=shm_token,
+        )
+        self._registry = open_registry(self._discovery, os.environ)
+        await self._registry.__aenter__()
+        await self._registry.register(self.endpoint)
+        await self._registry.set_health(self.endpoint.id, True)
 
     async def drain(self, timeout: float) -> bool:
-        """Stop accepting; wait up to `timeout` for requests in flight. True if all finished."""
+        """Deregister, stop accepting; wait up to `timeout` for requests in flight.
+
+        True if all finished.
+        """
+        if self._registry is not None and self.endpoint is not None:
+            with contextlib.suppress(DiscoveryError, TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await self._registry.deregister(self.endpoint.id)
         return await self._server.drain(timeout)
 
     async def aclose(self) -> None:
         """Close listeners and links, cancelling requests still in progress."""
         await self._server.aclose()
+        if self._registry is not None:
+            registry, self._registry = self._registry, None
+            await registry.aclose()
         await self._shm.aclose()
         if self._uds_path is not None:
             await asyncio.to_thread(_unlink, self._uds_path)
@@ -213,8 +255,12 @@ def serve(
     warm_sizes: Iterable[int] = (),
     drain_timeout: float = 30.0,
     shm_dir: str | None = None,
+    discovery: str | None = None,
 ) -> None:
     """Serve `handler(inputs) -> outputs` as mesh service `service` until SIGTERM or SIGINT.
+
+    With `discovery` (a `--discovery` URI), the endpoint is registered there (healthy once
+    listening) and deregistered on SIGTERM, for proxyless callers and sidecars to find.
 
     `ready_file`, if given, is written atomically once listening, as JSON
     {"service", "pid", "mesh", "uds"}. On SIGTERM it stops accepting, lets requests in
@@ -229,6 +275,7 @@ def serve(
         uds_path=uds_path,
         limits=limits,
         shm_dir=shm_dir,
+        discovery=discovery,
     )
     run(_serve_until_signal(svc, ready_file, tuple(warm_sizes), drain_timeout))
 

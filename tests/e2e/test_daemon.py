@@ -6,6 +6,9 @@ calls through a sidecar's mesh port with BlockingMeshClient.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -193,8 +196,24 @@ def tempfile_dir(tmp_path: Path) -> str:
     return str(path)
 
 
+def _dead_holders(directory: Path) -> list[str]:
+    """Lock files in the shm directory whose process is gone (nobody holds their flock)."""
+    dead = []
+    for lock in directory.glob("*.lock"):
+        with contextlib.suppress(FileNotFoundError), lock.open("rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            fcntl.flock(f, fcntl.LOCK_UN)
+            dead.append(lock.name)
+    return dead
+
+
 def test_a_killed_replica_is_routed_around(
-    serve_process: Callable[[str], ServeProcess], sidecars: Callable[..., Sidecar]
+    serve_process: Callable[[str], ServeProcess],
+    sidecars: Callable[..., Sidecar],
+    shm_dir: Path,
 ) -> None:
     replicas = [serve_process(DOUBLER) for _ in range(2)]
     fronts = [sidecars("toy", app=_app(r)) for r in replicas]
@@ -211,6 +230,8 @@ def test_a_killed_replica_is_routed_around(
         for i in range(30):
             assert client.infer("toy", {"x": np.array([i])}, timeout=5)["y"][0] == 2 * i
     assert fronts[0].admin("/readyz")[0] == 503
+    # The killed replica's arena is reclaimed by the reapers of the processes still alive.
+    wait_for(lambda: not _dead_holders(shm_dir), 10, "the killed replica's files to be reaped")
     for sidecar in (*fronts, caller):
         assert sidecar.stop() == 0
     assert replicas[1].stop() == 0
@@ -402,3 +423,37 @@ def _http(url: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+REGISTERED = """
+from sidecar import serve
+async def double(inputs):
+    return {{"y": inputs["x"] * 2}}
+serve(double, service="toy", ready_file={ready!r}, uds_path={uds!r},
+      discovery="consul://{consul}")
+"""
+
+
+def test_proxyless_clients_find_serve_replicas_through_the_registry(
+    serve_process: Callable[[str], ServeProcess], consul: str
+) -> None:
+    replicas = [serve_process(REGISTERED.replace("{consul}", consul)) for _ in range(2)]
+    asyncio.run(_proxyless_calls(f"consul://{consul}"))
+    for replica in replicas:
+        assert replica.stop() == 0
+
+
+async def _proxyless_calls(discovery: str) -> None:
+    from sidecar import MeshClient
+
+    async with MeshClient(discovery=discovery) as client:
+        big = np.arange(1 << 18, dtype=np.float32)
+        out = await client.infer("toy", {"x": big}, timeout=10)
+        np.testing.assert_array_equal(out["y"], big * 2)
+        stats = client.shm_stats()
+        assert stats is not None and stats.bytes_copied >= big.nbytes  # same host: shm
+        del out
+        for i in range(20):
+            assert (await client.infer("toy", {"x": np.array([i])}))["y"][0] == 2 * i
+        cluster = await client._proxyless()
+        assert len((await cluster.cluster("toy")).endpoints) == 2

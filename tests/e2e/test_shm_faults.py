@@ -204,6 +204,7 @@ async def test_a_forged_descriptor_on_the_link_gets_a_clear_error(shm_dir: Path)
 
     async with Service(echo, service="echo") as svc, MeshClient(svc.address) as client:
         await client.infer("echo", {"warm": np.zeros(1)})
+        assert client._links is not None
         link = await client._links.get()
         placer = link.placer
         assert placer is not None
