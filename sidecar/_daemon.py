@@ -44,6 +44,7 @@ from ._relay import keepalive, relay_parts
 from ._router import Router
 from ._serve import write_atomically
 from ._settings import Settings, format_host_port, parse_host_port
+from ._trace import ensure_traceparent
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +215,8 @@ class Daemon:
         self, message: Message, deadline: float | None, placer: Placer | None
     ) -> tuple[Header, list[object]]:
         service = message.header.service
+        # W3C trace context end to end: kept if the caller sent one, created here if not.
+        message.header.traceparent = ensure_traceparent(message.header.traceparent)
         started = time.perf_counter()
         endpoint_id = "app"
         IN_FLIGHT.labels(service).inc()
