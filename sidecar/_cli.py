@@ -16,6 +16,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="the sidecar daemon (sidecar run --help)", add_help=False)
     demo = commands.add_parser("demo", help="start a small mesh on this machine and measure it")
     demo.add_argument("--requests", type=int, default=50, help="requests per path at 4 KiB")
+    demo.add_argument(
+        "--keep", action="store_true", help="leave the mesh running and print how to call it"
+    )
     commands.add_parser(
         "bench", help="run the benchmarks of bench/ (sidecar bench --help)", add_help=False
     )
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from ._demo import main as demo_main
 
-        return demo_main(args.requests)
+        return demo_main(args.requests, keep=args.keep)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

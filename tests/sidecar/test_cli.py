@@ -27,9 +27,15 @@ def sidecar(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
 def test_demo_runs_a_mesh_checks_every_answer_and_exits_zero() -> None:
     result = sidecar("demo", "--requests", "10")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "replicas stopped cleanly" in result.stdout
+    assert "mesh stopped cleanly" in result.stdout
     assert " 0 wrong" in result.stdout
-    for path in ("tcp -> replica 0", "uds -> replica 1", "shm alloc() -> replica 1"):
+    for path in (
+        "direct tcp -> replica 0",
+        "direct shm alloc() -> replica 1",
+        "2 sidecars, network",
+        "2 sidecars, shm alloc()",
+        "proxyless (mDNS), shm alloc()",
+    ):
         assert path in result.stdout
     assert "shared-memory directory left empty" in result.stdout
 
@@ -81,3 +87,34 @@ def test_bench_discovery_rejects_an_unknown_backend(tmp_path: Path) -> None:
     result = sidecar("bench", "discovery", "--backends", "etcd", "--out", str(tmp_path))
     assert result.returncode == 2
     assert "consul,mdns,static" in result.stdout
+
+
+@pytest.mark.timeout(150)
+def test_bench_hop_measures_every_route_and_writes_json_and_plot(tmp_path: Path) -> None:
+    result = sidecar("bench", "hop", "--quick", "--out", str(tmp_path), timeout=140)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "targets" in result.stdout
+    report = json.loads((tmp_path / "hop.json").read_text())
+    cells = {(c["group"], c["route"]): c for c in report["cells"]}
+    skipped = {(s["section"], s["route"]) for s in report["skipped"]}
+    for group in ("mesh-c1", "mesh-c16", "http-c1", "http-c16", "large-alloc", "large-copy"):
+        section = group.partition("-")[0]
+        routes = {"mesh": ("direct", "sidecar-1hop", "sidecar-2hop", "haproxy-1hop",
+                           "haproxy-2hop"),
+                  "http": ("direct", "sidecar-1hop", "haproxy-1hop"),
+                  "large": ("direct", "sidecar-2hop")}[section]  # fmt: skip
+        for route in routes:
+            if (section, route) not in skipped:  # HAProxy may not be installed here
+                assert cells[group, route]["n"] > 0, (group, route)
+    assert ("mesh", "sidecar-1hop") not in skipped and ("http", "sidecar-1hop") not in skipped
+    assert cells["mesh-c1", "sidecar-2hop"]["hop_cpu_s_per_request"] > 0
+    assert all(check["ok"] for check in report["paths"]), report["paths"]
+    assert all(modes.get("copied", 0) == 0 for modes in report["relayed_during_large"].values())
+    assert report["shm_leftovers"] == []
+    assert (tmp_path / "hop.png").stat().st_size > 10_000
+
+
+def test_bench_hop_rejects_an_unknown_section(tmp_path: Path) -> None:
+    result = sidecar("bench", "hop", "--sections", "grpc", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "mesh,http,large" in result.stderr
