@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -364,3 +365,42 @@ async def _proxyless_calls(discovery: str) -> None:
             assert (await client.infer("toy", {"x": np.array([i])}))["y"][0] == 2 * i
         cluster = await client._proxyless()
         assert len((await cluster.cluster("toy")).endpoints) == 2
+
+
+SLOW = """
+import time
+from sidecar import serve
+def slow(inputs):
+    time.sleep(3)
+    return {{"y": inputs["x"]}}
+serve(slow, service="toy", ready_file={ready!r}, uds_path={uds!r})
+"""
+
+
+def test_a_second_sigterm_ends_the_drain_at_once(
+    serve_process: Callable[[str], ServeProcess], sidecars: Callable[..., Sidecar]
+) -> None:
+    replica = serve_process(SLOW)
+    front = sidecars("toy", app=_app(replica))
+    wait_for(lambda: front.admin("/readyz")[0] == 200, 20, "the sidecar to be ready")
+    outcome: list[object] = []
+
+    def call() -> None:
+        with BlockingMeshClient(front.mesh) as client:
+            try:
+                outcome.append(client.infer("toy", {"x": np.ones(2)}, timeout=20))
+            except Exception as exc:  # collected and asserted below
+                outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    wait_for(lambda: front.metric("arrowmesh_requests_in_flight") == 1, 10, "a request in flight")
+    front.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: front.admin("/readyz")[0] == 503, 10, "the sidecar to stop being ready")
+    started = time.monotonic()
+    front.proc.send_signal(signal.SIGTERM)
+    assert front.proc.wait(10) == 0
+    assert time.monotonic() - started < 2.5  # not the 3 s the request still needed
+    caller.join(20)
+    assert len(outcome) == 1 and isinstance(outcome[0], Exception)
+    assert replica.stop() == 0
