@@ -28,6 +28,7 @@ _DESCRIPTION: Final = (
 _COMMANDS: Final = {
     "transfer": ("bench.transfer", "round trips of one tensor: arrowmesh vs floor and peers"),
     "discovery": ("bench.discovery", "registration-to-seen and death-to-dropped, per registry"),
+    "hop": ("bench.hop", "what one and two sidecar hops add (latency, CPU), against HAProxy"),
 }
 
 
