@@ -19,10 +19,12 @@ import signal
 import socket
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import Counter, Gauge, Histogram
 
 import transport
 from discovery import (
@@ -49,6 +51,9 @@ from ._trace import ensure_traceparent
 logger = logging.getLogger(__name__)
 
 APP_PROBE_TIMEOUT: Final = 2.0
+_BY_REFERENCE: Final = RELAYED_BYTES.labels("reference")
+_COPIED: Final = RELAYED_BYTES.labels("copied")
+_OVER_NETWORK: Final = RELAYED_BYTES.labels("network")
 
 
 class Daemon:
@@ -74,6 +79,7 @@ class Daemon:
         self._registered = False
         self._tasks: list[asyncio.Task[None]] = []
         self._admin: object | None = None
+        self._metrics: dict[str, _ServiceMetrics] = {}
 
     # AdminState
 
@@ -219,7 +225,8 @@ class Daemon:
         message.header.traceparent = ensure_traceparent(message.header.traceparent)
         started = time.perf_counter()
         endpoint_id = "app"
-        IN_FLIGHT.labels(service).inc()
+        metrics = self._metrics.get(service) or self._service_metrics(service)
+        metrics.in_flight.inc()
         outcome = "ok"
         try:
             if service == self.settings.service and self.settings.app is not None:
@@ -246,9 +253,19 @@ class Daemon:
                 ) from exc
             raise
         finally:
-            IN_FLIGHT.labels(service).dec()
-            REQUESTS.labels(service, endpoint_id, outcome).inc()
-            LATENCY.labels(service).observe(time.perf_counter() - started)
+            metrics.in_flight.dec()
+            metrics.latency.observe(time.perf_counter() - started)
+            key = (endpoint_id, outcome)
+            counter = metrics.requests.get(key)
+            if counter is None:
+                counter = metrics.requests[key] = REQUESTS.labels(service, *key)
+            counter.inc()
+
+    def _service_metrics(self, service: str) -> _ServiceMetrics:
+        """The labelled metric children of `service`, made once (labels() costs per call)."""
+        metrics = _ServiceMetrics(IN_FLIGHT.labels(service), LATENCY.labels(service), {})
+        self._metrics[service] = metrics
+        return metrics
 
     async def _route(self, message: Message, deadline: float | None) -> tuple[Message, str]:
         chosen = ""
@@ -268,12 +285,12 @@ class Daemon:
 
     def _count(self, message: Message, placer: Placer | None) -> None:
         body = message.header.body_len
-        shared = sum(ref[5] for ref in transport.header_refs(message.header))
-        if shared:
+        if message.shared or message.shared_body is not None:
+            shared = sum(ref[5] for ref in transport.header_refs(message.header))
             mode = "reference" if isinstance(placer, transport.ShmPlacer) else "copied"
-            RELAYED_BYTES.labels(mode).inc(shared)
+            (_BY_REFERENCE if mode == "reference" else _COPIED).inc(shared)
         if body:
-            RELAYED_BYTES.labels("network").inc(body)
+            _OVER_NETWORK.inc(body)
 
     # Registration and app health
 
@@ -342,6 +359,13 @@ class Daemon:
             "shm_domain": shm_token,
         }
         await asyncio.to_thread(write_atomically, s.ready_file, json.dumps(info))
+
+
+@dataclass(slots=True)
+class _ServiceMetrics:
+    in_flight: Gauge
+    latency: Histogram
+    requests: dict[tuple[str, str], Counter]
 
 
 class _AdminView:

@@ -69,6 +69,9 @@ class LinkPool:
 
     async def get(self) -> StreamLink:
         """A link to the address. Raises transport.LinkClosed if it cannot be reached."""
+        links = self._links
+        if len(links) == self._size == 1 and not links[0].closed:
+            return links[0]  # the common case, asked per request: no list rebuilt
         self._links[:] = [link for link in self._links if not link.closed]
         idle = min(self._links, key=lambda link: link.in_flight, default=None)
         if idle is not None and (idle.in_flight == 0 or len(self._links) >= self._size):

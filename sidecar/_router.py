@@ -136,8 +136,8 @@ class Router:
 
     def _pick(self, cluster: Cluster, tried: set[str]) -> Endpoint | None:
         candidates = [e for e in cluster.endpoints if e.id not in tried]
-        if not candidates:
-            return None
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else None
         busy = {
             e.id: self._links[e.authority].in_flight if e.authority in self._links else 0
             for e in candidates

@@ -84,6 +84,7 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         self._writable: asyncio.Future[None] | None = None
         self._closed: LinkClosed | None = None
         self._close_when_answered = False  # a draining peer: close once replies are in
+        self._peer_name: str | None = None
         self._lost = self._loop.create_future()
         self.peer_hello: asyncio.Future[dict[str, object]] = self._loop.create_future()
 
@@ -156,13 +157,16 @@ class _LinkProtocol(asyncio.BufferedProtocol):
 
     @property
     def peer_name(self) -> str:
-        """The peer's address, for messages."""
-        if self._transport is None:
-            return "peer"
-        name = self._transport.get_extra_info("peername")
-        if isinstance(name, tuple):
-            return f"{name[0]}:{name[1]}"
-        return f"unix:{self._transport.get_extra_info('sockname')}"
+        """The peer's address, for messages (worked out once: callers ask per request)."""
+        if self._peer_name is None:
+            if self._transport is None:
+                return "peer"
+            name = self._transport.get_extra_info("peername")
+            if isinstance(name, tuple):
+                self._peer_name = f"{name[0]}:{name[1]}"
+            else:
+                self._peer_name = f"unix:{self._transport.get_extra_info('sockname')}"
+        return self._peer_name
 
     async def send(self, stream: int, header: Header, parts: Sequence[BodyPart]) -> None:
         """Write one message, waiting while the peer applies back-pressure."""
