@@ -10,6 +10,7 @@ it. Needs the `bench` extra: pip install 'arrowmesh[bench]'.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import Any, Final, cast
@@ -34,7 +35,15 @@ def serve(args: ServerArgs) -> None:
     """Start Ray and the named echo actor; serve until SIGTERM, then shut Ray down."""
     # Ray's own temp dir (/tmp/ray): a session path under the run directory can push its
     # Unix socket paths past the 107-byte limit.
-    ray.init(namespace=_NAMESPACE, include_dashboard=False, logging_level=logging.WARNING)
+    # A one-node cluster on this machine for the length of a benchmark: Ray 2.5x turns on
+    # token auth for local clusters, and its driver in another process did not pick the
+    # token up (InvalidAuthToken), so the bench's cluster runs without it.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(
+        namespace=_NAMESPACE,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())  # ray.init replaced it
     try:
@@ -50,6 +59,7 @@ class RayClient:
     """A Ray driver joined to the server's cluster, calling its echo actor."""
 
     def __init__(self, ready: Ready) -> None:
+        os.environ["RAY_AUTH_MODE"] = "disabled"  # as the server's cluster (see serve)
         ray.init(
             address=ready["address"],
             namespace=_NAMESPACE,
