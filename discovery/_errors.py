@@ -4,7 +4,9 @@
     ├── InvalidDiscoveryUri (ValueError)     a --discovery URI that names no usable registry
     ├── RecordError (ValueError)             a registry record that does not describe an endpoint
     ├── RegistryUnavailable (ConnectionError) the registry cannot be reached, or answers 5xx/429
-    └── RegistryRejected                     the registry refused a request (4xx): a bug or a policy
+    ├── RegistryRejected                     the registry refused a request (4xx): a bug or a policy
+    ├── NoHealthyEndpoint (LookupError)      a balancer was given no endpoint to pick from
+    └── AllEndpointsBusy                     every endpoint is at this caller's concurrency limit
 
 Backends translate their clients' exceptions (aiohttp, py-consul, zeroconf, yaml) to these.
 """
