@@ -118,7 +118,8 @@ class MeshClient:
                 reply = await send(link, link.placer)
             else:
                 router = await self._proxyless()
-                reply = await router.send(service, send)
+                key = None if affinity_key is None else _key(affinity_key).encode()
+                reply = await router.send(service, send, key=key, deadline=deadline)
             return decode_reply(reply, self.limits)
         except transport.TransportError as exc:
             raise translate(exc) from exc

@@ -275,7 +275,9 @@ class Daemon:
             chosen = link.peer_name
             return await self._relay(message, link, deadline)
 
-        reply = await self.router.send(message.header.service, send)
+        affinity = message.header.params.get("affinity")
+        key = affinity.encode() if isinstance(affinity, str) else None
+        reply = await self.router.send(message.header.service, send, key=key, deadline=deadline)
         return reply, chosen
 
     async def _relay(self, message: Message, link: StreamLink, deadline: float | None) -> Message:

@@ -1,10 +1,11 @@
 """Router: for each request, cluster → endpoint → link (DESIGN.md "Router").
 
-Clusters are opened on first use and kept current by the registry's watch. The pick is
-the least busy endpoint (fewest requests in flight on our links to it, ties broken at
-random); the balancers of issue 7 replace it. A request that could not be sent because an
-endpoint refused the connection is tried on another endpoint: nothing was sent, so
-nothing is repeated.
+Clusters are opened on first use and kept current by the registry's watch. Each has a
+balancer (peak-EWMA power of two choices by default), an outlier detector whose ejected
+endpoints are skipped, and a retry account: a try that fails retryably (connection
+refused, UNAVAILABLE for an idempotent request, shed) is tried again on another endpoint
+after a jittered back-off, within the caller's deadline and the cluster's retry budget.
+The request is replayed as it was (a relayed message goes on by reference again).
 """
 
 from __future__ import annotations
@@ -13,11 +14,31 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
 
 import transport
-from discovery import Cluster, Endpoint, Registry
-from transport import BufferPool, Limits, Message, Placer, StreamLink
+from discovery import (
+    AllEndpointsBusy,
+    Balancer,
+    Cluster,
+    Endpoint,
+    GiveUp,
+    LeastRequestBalancer,
+    NoHealthyEndpoint,
+    Outcome,
+    OutlierDetector,
+    OutlierPolicy,
+    PeakEwmaBalancer,
+    Registry,
+    Retrier,
+    RetryPolicy,
+    RingHashBalancer,
+    RoundRobinBalancer,
+)
+from transport import BufferPool, ErrorCode, Limits, Message, Placer, StreamLink
 
 from ._errors import Unavailable
 from ._links import LinkPool, ShmSlot
@@ -27,6 +48,63 @@ logger = logging.getLogger(__name__)
 FIRST_ANSWER_TIMEOUT = 5.0  # how long a new cluster may wait for the registry's first answer
 
 Send = Callable[[StreamLink, Placer | None], Awaitable[Message]]
+BalancerName = Literal["peak_ewma", "least_request", "round_robin", "ring_hash"]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """How one service's requests are spread and retried."""
+
+    balancer: BalancerName = "peak_ewma"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    outlier: OutlierPolicy = field(default_factory=OutlierPolicy)
+
+
+@dataclass(slots=True)
+class _Route:
+    """A cluster with its balancer, outlier detector and retry account."""
+
+    cluster: Cluster
+    balancer: Balancer
+    outlier: OutlierDetector
+    retrier: Retrier
+
+    def membership_changed(self, endpoints: tuple[Endpoint, ...]) -> None:
+        now = time.monotonic()
+        self.balancer.update(endpoints, now)
+        self.outlier.update([e.id for e in endpoints], now)
+
+
+def _balancer(name: BalancerName, rng: random.Random) -> Balancer:
+    if name == "least_request":
+        return LeastRequestBalancer(rng)
+    if name == "round_robin":
+        return RoundRobinBalancer(rng)
+    if name == "ring_hash":
+        return RingHashBalancer(rng)
+    return PeakEwmaBalancer(rng)
+
+
+def outcome_of(exc: BaseException, sent: bool) -> Outcome:
+    """How a try that raised `exc` ended, for the balancer, outlier detector and retries."""
+    if isinstance(exc, transport.DeadlineExceeded | TimeoutError):
+        return Outcome.DEADLINE_EXCEEDED
+    if isinstance(exc, transport.LinkClosed):
+        return Outcome.UNAVAILABLE if sent else Outcome.CONNECT_FAILED
+    if isinstance(exc, transport.RemoteError):
+        if exc.code is ErrorCode.UNAVAILABLE:
+            return Outcome.UNAVAILABLE
+        if exc.code is ErrorCode.RESOURCE_EXHAUSTED and exc.message.startswith("overloaded"):
+            return Outcome.OVERLOADED
+        if exc.code in (ErrorCode.INVALID_ARGUMENT, ErrorCode.NOT_FOUND):
+            return Outcome.BAD_REQUEST
+        if exc.code is ErrorCode.DEADLINE_EXCEEDED:
+            return Outcome.DEADLINE_EXCEEDED
+        if exc.code is ErrorCode.CANCELLED:
+            return Outcome.CANCELLED
+    if isinstance(exc, transport.Cancelled | asyncio.CancelledError):
+        return Outcome.CANCELLED
+    return Outcome.ERROR
 
 
 class Router:
@@ -42,7 +120,10 @@ class Router:
         connections: int = 1,
         rng: random.Random | None = None,
         owns_registry: bool = False,
+        policy: Callable[[str], RoutePolicy] | None = None,
     ) -> None:
+        self._policy = policy or (lambda service: RoutePolicy())
+        self._routes: dict[str, _Route] = {}
         self._registry = registry
         self._owns_registry = owns_registry
         self._limits = limits
@@ -80,33 +161,78 @@ class Router:
             return cluster
         return await asyncio.shield(opening)
 
-    async def send(self, service: str, send: Send) -> Message:
-        """Pick an endpoint of `service` and `send` on a link to it.
+    async def send(
+        self,
+        service: str,
+        send: Send,
+        *,
+        key: bytes | None = None,
+        deadline: float | None = None,
+        idempotent: bool = True,
+    ) -> Message:
+        """Pick an endpoint of `service` and `send` on a link to it, retrying under the
+        service's retry budget on another endpoint when a try fails retryably.
 
-        Raises Unavailable when no endpoint can be reached; what `send` raises otherwise.
+        `deadline` is in loop.time() terms. Raises Unavailable when no endpoint can be
+        reached; what the last try raised otherwise.
         """
-        cluster = await self.cluster(service)
+        route = await self._route(service)
+        loop = asyncio.get_running_loop()
+        if not route.retrier.begin(loop.time(), deadline):
+            raise transport.DeadlineExceeded(f"no time left to call {service!r}")
         tried: set[str] = set()
+        attempt = 1
         while True:
-            endpoint = self._pick(cluster, tried)
+            endpoint = self._pick(route, tried, key, loop.time())
             if endpoint is None:
+                cluster = route.cluster
                 why = "none is reachable" if tried else "the registry lists none"
                 stale = " (registry unreachable: last known set)" if cluster.stale else ""
                 raise Unavailable(f"no endpoint of service {service!r}: {why}{stale}")
-            links = self._links_to(endpoint)
+            started = loop.time()
+            route.balancer.start(endpoint, started)
+            sent = False
             try:
-                link = await links.get()
-            except transport.LinkClosed as exc:
-                logger.info(
-                    "endpoint unreachable", extra={"endpoint": endpoint.id, "error": str(exc)}
+                link = await self._links_to(endpoint).get()
+                sent = True
+                started = loop.time()  # a new link's handshake is not the endpoint's latency
+                reply = await send(link, link.placer)
+            except (transport.TransportError, TimeoutError) as exc:
+                outcome = outcome_of(exc, sent)
+                now = loop.time()
+                route.balancer.observe(endpoint, now - started, False, now)
+                route.outlier.observe(endpoint.id, outcome, now)
+                decision = route.retrier.decide(
+                    attempt, outcome, now, idempotent=idempotent, deadline=deadline
                 )
+                if isinstance(decision, GiveUp):
+                    if outcome is Outcome.CONNECT_FAILED:
+                        tried.add(endpoint.id)  # nothing was sent: any other endpoint may do
+                        if self._pick(route, tried, key, now) is not None:
+                            continue
+                    raise
+                logger.debug(
+                    "retrying", extra={"service": service, "endpoint": endpoint.id,
+                                       "outcome": outcome.value, "attempt": decision.attempt}
+                )  # fmt: skip
                 tried.add(endpoint.id)
+                attempt = decision.attempt
+                if decision.delay:
+                    await asyncio.sleep(decision.delay)
                 continue
-            return await send(link, link.placer)
+            except BaseException:
+                now = loop.time()
+                route.balancer.observe(endpoint, now - started, True, now)  # cancelled
+                raise
+            now = loop.time()
+            route.balancer.observe(endpoint, now - started, True, now)
+            route.outlier.observe(endpoint.id, Outcome.OK, now)
+            return reply
 
     async def aclose(self) -> None:
         """Close every cluster and link (and the registry, if it was handed over)."""
         clusters, self._clusters = list(self._clusters.values()), {}
+        self._routes.clear()
         links, self._links = list(self._links.values()), {}
         for cluster in clusters:
             await cluster.aclose()
@@ -134,16 +260,40 @@ class Router:
         self._clusters[service] = cluster
         return cluster
 
-    def _pick(self, cluster: Cluster, tried: set[str]) -> Endpoint | None:
-        candidates = [e for e in cluster.endpoints if e.id not in tried]
-        if len(candidates) <= 1:
-            return candidates[0] if candidates else None
-        busy = {
-            e.id: self._links[e.authority].in_flight if e.authority in self._links else 0
-            for e in candidates
-        }
-        least = min(busy.values())
-        return self._rng.choice([e for e in candidates if busy[e.id] == least])
+    async def _route(self, service: str) -> _Route:
+        route = self._routes.get(service)
+        if route is None:
+            cluster = await self.cluster(service)
+            route = self._routes.get(service)
+            if route is None:
+                policy = self._policy(service)
+                route = _Route(
+                    cluster,
+                    _balancer(policy.balancer, self._rng),
+                    OutlierDetector(policy.outlier),
+                    Retrier(self._rng, policy.retry),
+                )
+                route.membership_changed(cluster.endpoints)
+                cluster.add_listener(route.membership_changed)
+                self._routes[service] = route
+        return route
+
+    def _pick(
+        self, route: _Route, tried: set[str], key: bytes | None, now: float
+    ) -> Endpoint | None:
+        members = route.cluster.endpoints
+        ejected = route.outlier.ejected(now)
+        candidates = [e for e in members if e.id not in tried and e.id not in ejected]
+        if not candidates:  # everything left is ejected: better an ejected endpoint than none
+            candidates = [e for e in members if e.id not in tried]
+        if not candidates:
+            return None
+        try:
+            return route.balancer.pick(candidates, key, now)
+        except AllEndpointsBusy:
+            return self._rng.choice(candidates)  # over our own limits: let the replica shed
+        except NoHealthyEndpoint:
+            return None
 
     def _links_to(self, endpoint: Endpoint) -> LinkPool:
         links = self._links.get(endpoint.authority)

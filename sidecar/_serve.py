@@ -36,6 +36,7 @@ from transport import (
 
 from ._advertise import advertise_address
 from ._client import alloc_in
+from ._errors import Unavailable
 from ._links import ShmSlot
 from ._loop import run
 from ._settings import Settings
@@ -224,6 +225,8 @@ class Service:
                 outputs = await self._handler(inputs)  # type: ignore[misc]  # checked by _is_async
             else:
                 outputs = await asyncio.to_thread(self._handler, inputs)
+        except Unavailable as exc:  # the handler says: not now, try another replica
+            raise RemoteError(ErrorCode.UNAVAILABLE, str(exc), type(exc).__qualname__) from exc
         except Exception as exc:
             logger.debug("handler raised", exc_info=True)
             raise RemoteError(

@@ -1,0 +1,75 @@
+"""Balancing and retries with real replicas, through the proxyless router (static file)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from sidecar import MeshClient
+
+from ..conftest import ServeProcess
+
+REPLICA = """
+import asyncio
+import numpy as np
+from sidecar import Unavailable, serve
+async def handle(inputs):
+    if {failing}:
+        raise Unavailable("this replica is broken")
+    await asyncio.sleep({delay})
+    return {{{{"who": np.array([{index}])}}}}  # formatted twice: here, then by serve_process
+serve(handle, service="model", ready_file={{ready!r}}, uds_path={{uds!r}})
+"""
+
+
+def _replicas(
+    serve_process: Callable[[str], ServeProcess], tmp_path: Path, delays: list[float],
+    failing: int | None = None,
+) -> tuple[list[ServeProcess], str]:  # fmt: skip
+    replicas = [
+        serve_process(REPLICA.format(index=i, delay=d, failing=i == failing))
+        for i, d in enumerate(delays)
+    ]
+    rows = "".join(
+        f"    - {{id: r{i}, address: 127.0.0.1, port: {r.mesh.rsplit(':', 1)[1]}}}\n"
+        for i, r in enumerate(replicas)
+    )
+    path = tmp_path / "mesh.yaml"
+    path.write_text(f"services:\n  model:\n{rows}")
+    return replicas, f"static://{path}"
+
+
+async def _load(
+    discovery: str, callers: int, requests: int
+) -> tuple[collections.Counter[int], int]:
+    """`requests` calls from `callers` concurrent tasks; who answered, and how many failed."""
+    answered: collections.Counter[int] = collections.Counter()
+    failed = 0
+    async with MeshClient(discovery=discovery, shm_dir="") as client:
+
+        async def caller(n: int) -> None:
+            nonlocal failed
+            for _ in range(n):
+                try:
+                    out = await client.infer("model", {"x": np.ones(4)}, timeout=10)
+                    answered[int(out["who"][0])] += 1
+                except Exception:  # counted: the test asserts on it
+                    failed += 1
+
+        await asyncio.gather(*(caller(requests // callers) for _ in range(callers)))
+    return answered, failed
+
+
+def test_a_failing_replica_is_retried_around_and_ejected(
+    serve_process: Callable[[str], ServeProcess], tmp_path: Path
+) -> None:
+    replicas, discovery = _replicas(serve_process, tmp_path, [0.001] * 4, failing=2)
+    answered, failed = asyncio.run(_load(discovery, callers=4, requests=600))
+    assert failed == 0, answered
+    assert sum(answered.values()) == 600 and 2 not in answered
+    for replica in replicas:
+        assert replica.stop() == 0
