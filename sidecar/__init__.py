@@ -12,6 +12,7 @@ from ._errors import (
     RemoteError,
     Unavailable,
 )
+from ._router import RoutePolicy
 from ._serve import Service, ServiceStats, alloc, serve
 from ._settings import Settings
 
@@ -25,6 +26,7 @@ __all__ = [
     "MeshClient",
     "MeshError",
     "RemoteError",
+    "RoutePolicy",
     "Service",
     "ServiceStats",
     "Settings",

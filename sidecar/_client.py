@@ -29,7 +29,7 @@ from transport import (
 
 from ._errors import InvalidInput, translate
 from ._links import LinkPool, ShmSlot
-from ._router import Router
+from ._router import RoutePolicy, Router
 from ._settings import Settings
 from ._trace import ensure_traceparent
 
@@ -43,7 +43,8 @@ class MeshClient:
     proxyless: finding, choosing and linking to endpoints itself.
 
     `sidecar` is "HOST:PORT" or "unix:/path/to/socket"; `discovery` (instead) is a
-    `--discovery` URI (consul://, mdns://, static://) for the proxyless mode. One client
+    `--discovery` URI (consul://, mdns://, static://) for the proxyless mode, where
+    `policy` says how requests are spread and retried (peak-EWMA P2C by default). One client
     shares a pool of up to `connections` links per address among all concurrent callers.
     Tensors go through shared memory when the peer proves it shares `shm_dir` (default
     ARROWMESH_SHM_DIR, /dev/shm/arrowmesh; "" turns it off): each large tensor by
@@ -62,6 +63,7 @@ class MeshClient:
         pool: BufferPool | None = None,
         shm_dir: str | None = None,
         arrow_in_shm: bool = False,
+        policy: RoutePolicy | None = None,
     ) -> None:
         if connections < 1:
             raise ValueError(f"connections={connections} must be at least 1")
@@ -80,6 +82,7 @@ class MeshClient:
         self._arrow_in_shm = arrow_in_shm
         self._discovery = discovery
         self._connections = connections
+        self._policy = policy or RoutePolicy()
         self._router: Router | None = None
         self._opening: asyncio.Lock | None = None
         self._links = (
@@ -141,6 +144,7 @@ class MeshClient:
                     shm=self._shm,
                     connections=self._connections,
                     owns_registry=True,
+                    policy=lambda service: self._policy,
                 )
         return self._router
 
