@@ -35,6 +35,7 @@ from discovery import (
 from transport import BufferPool, ErrorCode, Header, LinkServer, Message, Placer, StreamLink
 
 from ._admin import admin_app, start_admin, stop_admin
+from ._admission import Admission
 from ._advertise import advertise_address
 from ._config import RunConfig
 from ._errors import ConfigError, Unavailable
@@ -43,7 +44,7 @@ from ._http_listeners import HttpSide
 from ._links import LinkPool, ShmSlot
 from ._metrics import APP_HEALTHY, IN_FLIGHT, LATENCY, RELAYED_BYTES, REQUESTS, SHM_LEASES, SHM_USED
 from ._relay import keepalive, relay_parts
-from ._router import Router
+from ._router import Router, policy_from_settings
 from ._serve import write_atomically
 from ._settings import Settings, format_host_port, parse_host_port
 from ._trace import ensure_traceparent
@@ -67,7 +68,14 @@ class Daemon:
         self.pool = BufferPool()
         self.shm = ShmSlot(self.settings.shm_dir)
         self.registry: Registry = open_registry(self.settings.discovery, env)
-        self.router = Router(self.registry, limits=self.limits, pool=self.pool, shm=self.shm)
+        self.router = Router(
+            self.registry,
+            limits=self.limits,
+            pool=self.pool,
+            shm=self.shm,
+            policy=policy_from_settings(self.settings),
+        )
+        self._admission = Admission(self.settings.queue_limit, self.settings.capacity)
         self.server = LinkServer(self._handle, self.limits, self.pool)
         self._app = _AppLinks(self.settings, self.limits, self.pool, self.shm)
         self._http = HttpSide(self.settings, self.router)
@@ -236,8 +244,12 @@ class Daemon:
                         f"service {service!r} is an {self.settings.app_protocol} app: call it "
                         "through the local HTTP or gRPC listener",
                     )
-                link = await self._app.get()
-                reply = await self._relay(message, link, deadline)
+                entered = self._admission.enter()  # "overloaded" over --queue-limit
+                try:
+                    link = await self._app.get()
+                    reply = await self._relay(message, link, deadline)
+                finally:
+                    self._admission.leave(entered)
             else:
                 reply, endpoint_id = await self._route(message, deadline)
             header, parts = relay_parts(reply, placer, self.limits)

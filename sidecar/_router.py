@@ -17,7 +17,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import transport
 from discovery import (
@@ -34,21 +33,23 @@ from discovery import (
     PeakEwmaBalancer,
     Registry,
     Retrier,
+    RetryBudget,
     RetryPolicy,
     RingHashBalancer,
     RoundRobinBalancer,
 )
 from transport import BufferPool, ErrorCode, Limits, Message, Placer, StreamLink
 
+from ._admission import OVERLOADED, retry_after_of
 from ._errors import Unavailable
 from ._links import LinkPool, ShmSlot
+from ._settings import BalancerName, Settings
 
 logger = logging.getLogger(__name__)
 
 FIRST_ANSWER_TIMEOUT = 5.0  # how long a new cluster may wait for the registry's first answer
 
 Send = Callable[[StreamLink, Placer | None], Awaitable[Message]]
-BalancerName = Literal["peak_ewma", "least_request", "round_robin", "ring_hash"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,22 @@ class _Route:
         self.outlier.update([e.id for e in endpoints], now)
 
 
+def policy_from_settings(settings: Settings) -> Callable[[str], RoutePolicy]:
+    """Each service's RoutePolicy: the settings' defaults, then its `services` overrides."""
+
+    def policy(service: str) -> RoutePolicy:
+        override = settings.services.get(service)
+        balancer = (override and override.balancer) or settings.balancer
+        attempts = (override and override.max_attempts) or settings.max_attempts
+        ratio = settings.retry_budget_ratio
+        if override is not None and override.retry_budget_ratio is not None:
+            ratio = override.retry_budget_ratio
+        retry = RetryPolicy(max_attempts=attempts, budget=RetryBudget(ratio=ratio))
+        return RoutePolicy(balancer=balancer, retry=retry)
+
+    return policy
+
+
 def _balancer(name: BalancerName, rng: random.Random) -> Balancer:
     if name == "least_request":
         return LeastRequestBalancer(rng)
@@ -94,7 +111,7 @@ def outcome_of(exc: BaseException, sent: bool) -> Outcome:
     if isinstance(exc, transport.RemoteError):
         if exc.code is ErrorCode.UNAVAILABLE:
             return Outcome.UNAVAILABLE
-        if exc.code is ErrorCode.RESOURCE_EXHAUSTED and exc.message.startswith("overloaded"):
+        if exc.code is ErrorCode.RESOURCE_EXHAUSTED and exc.message.startswith(OVERLOADED):
             return Outcome.OVERLOADED
         if exc.code in (ErrorCode.INVALID_ARGUMENT, ErrorCode.NOT_FOUND):
             return Outcome.BAD_REQUEST
@@ -202,8 +219,18 @@ class Router:
                 now = loop.time()
                 route.balancer.observe(endpoint, now - started, False, now)
                 route.outlier.observe(endpoint.id, outcome, now)
+                retry_after = (
+                    retry_after_of(exc.message)
+                    if isinstance(exc, transport.RemoteError) and outcome is Outcome.OVERLOADED
+                    else None
+                )
                 decision = route.retrier.decide(
-                    attempt, outcome, now, idempotent=idempotent, deadline=deadline
+                    attempt,
+                    outcome,
+                    now,
+                    idempotent=idempotent,
+                    deadline=deadline,
+                    retry_after=retry_after,
                 )
                 if isinstance(decision, GiveUp):
                     if outcome is Outcome.CONNECT_FAILED:

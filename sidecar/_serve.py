@@ -34,6 +34,7 @@ from transport import (
     ShmDomain,
 )
 
+from ._admission import Admission
 from ._advertise import advertise_address
 from ._client import alloc_in
 from ._errors import Unavailable
@@ -82,9 +83,11 @@ class Service:
         shm_dir: str | None = None,
         discovery: str | None = None,
         advertise_addr: str | None = None,
+        queue_limit: int = 0,
     ) -> None:
         if not service:
             raise ValueError("service name must not be empty")
+        self._admission = Admission(queue_limit)
         self._discovery = discovery
         self._advertise = advertise_addr
         self._registry: Registry | None = None
@@ -182,11 +185,14 @@ class Service:
     ) -> Reply:
         header = message.header
         self.stats.requests += 1
+        started = self._admission.enter()  # raises "overloaded" over the queue limit
         try:
             return await self._reply(message, header, place)
         except Exception:
             self.stats.failures += 1
             raise
+        finally:
+            self._admission.leave(started)
 
     async def _reply(self, message: Message, header: Header, place: Placer | None) -> Reply:
         if header.service != self.service:
@@ -259,8 +265,12 @@ def serve(
     drain_timeout: float = 30.0,
     shm_dir: str | None = None,
     discovery: str | None = None,
+    queue_limit: int = 0,
 ) -> None:
     """Serve `handler(inputs) -> outputs` as mesh service `service` until SIGTERM or SIGINT.
+
+    With `queue_limit` > 0, requests beyond that many at once are answered at once with a
+    retryable "overloaded" error carrying a retry-after (load shedding).
 
     With `discovery` (a `--discovery` URI), the endpoint is registered there (healthy once
     listening) and deregistered on SIGTERM, for proxyless callers and sidecars to find.
@@ -279,6 +289,7 @@ def serve(
         limits=limits,
         shm_dir=shm_dir,
         discovery=discovery,
+        queue_limit=queue_limit,
     )
     run(_serve_until_signal(svc, ready_file, tuple(warm_sizes), drain_timeout))
 

@@ -10,6 +10,7 @@ the YAML file through `build_settings`.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,7 +20,9 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
@@ -178,6 +181,28 @@ SourceFactory = Callable[[type[BaseSettings]], tuple[PydanticBaseSettingsSource,
 _RUN_SOURCES: ContextVar[SourceFactory | None] = ContextVar("_RUN_SOURCES", default=None)
 
 
+BalancerName = Literal["peak_ewma", "least_request", "round_robin", "ring_hash"]
+
+
+class ServiceOverrides(BaseModel):
+    """Routing settings of one service that differ from the defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    balancer: BalancerName | None = None
+    max_attempts: int | None = Field(None, ge=1, le=10)
+    retry_budget_ratio: float | None = Field(None, ge=0.0, le=1.0)
+
+
+def _json_object(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{value!r} is not a JSON object: {exc}") from None
+    return value
+
+
 class Settings(BaseSettings):
     """Every arrowmesh setting; each field has an `ARROWMESH_<NAME>` environment twin.
 
@@ -256,6 +281,21 @@ class Settings(BaseSettings):
     shm_max_bytes: int = Field(4 << 30, ge=1 << 20, description="shared-memory bytes in all")
     shm_lease_timeout: Seconds = Field(300.0, description="seconds before a lease is reclaimed")
     shm_reap_interval: Seconds = Field(1.0, description="seconds between reaper passes")
+    balancer: Annotated[BalancerName, BeforeValidator(_lower)] = Field(
+        "peak_ewma", description="how requests are spread among a service's endpoints"
+    )
+    max_attempts: int = Field(3, ge=1, le=10, description="tries per request, the first included")
+    retry_budget_ratio: float = Field(
+        0.2, ge=0.0, le=1.0, description="retries allowed as a fraction of recent requests"
+    )
+    queue_limit: int = Field(
+        0, ge=0, description="requests to the app at once before shedding (0: no limit)"
+    )
+    services: Annotated[dict[str, ServiceOverrides], BeforeValidator(_json_object)] = Field(
+        default_factory=dict,
+        description="per-service overrides of balancer, max_attempts, retry_budget_ratio"
+        " (a mapping in YAML, JSON in a flag or variable)",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -73,3 +73,52 @@ def test_a_failing_replica_is_retried_around_and_ejected(
     assert sum(answered.values()) == 600 and 2 not in answered
     for replica in replicas:
         assert replica.stop() == 0
+
+
+SLOW = """
+import asyncio
+import numpy as np
+from sidecar import serve
+async def handle(inputs):
+    await asyncio.sleep(0.3)
+    return {{{{"who": np.array([{index}])}}}}  # formatted twice
+serve(handle, service="model", ready_file={{ready!r}}, uds_path={{uds!r}}, queue_limit=1)
+"""
+
+
+def test_a_replica_over_its_queue_limit_sheds_with_a_retry_after(
+    serve_process: Callable[[str], ServeProcess],
+) -> None:
+    replica = serve_process(SLOW.format(index=0))
+
+    async def two_at_once() -> list[object]:
+        async with MeshClient(replica.mesh, shm_dir="") as client:
+            calls = [client.infer("model", {"x": np.ones(1)}, timeout=5) for _ in range(2)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(two_at_once())
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert len(errors) == 1, results
+    assert "overloaded" in str(errors[0]) and "retry-after=" in str(errors[0])
+    assert replica.stop() == 0
+
+
+def test_shed_requests_are_retried_on_another_replica(
+    serve_process: Callable[[str], ServeProcess], tmp_path: Path
+) -> None:
+    replicas = [serve_process(SLOW.format(index=i)) for i in range(2)]
+    rows = "".join(
+        f"    - {{id: r{i}, address: 127.0.0.1, port: {r.mesh.rsplit(':', 1)[1]}}}\n"
+        for i, r in enumerate(replicas)
+    )
+    path = tmp_path / "mesh.yaml"
+    path.write_text(f"services:\n  model:\n{rows}")
+
+    async def two_at_once() -> list[int]:
+        async with MeshClient(discovery=f"static://{path}", shm_dir="") as client:
+            calls = [client.infer("model", {"x": np.ones(1)}, timeout=5) for _ in range(2)]
+            return [int(out["who"][0]) for out in await asyncio.gather(*calls)]
+
+    assert sorted(asyncio.run(two_at_once())) == [0, 1]  # both served, one after a shed
+    for replica in replicas:
+        assert replica.stop() == 0

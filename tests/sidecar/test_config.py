@@ -51,6 +51,11 @@ BAD: dict[str, str] = {
     "shm_max_bytes": "1",
     "shm_lease_timeout": "-5",
     "shm_reap_interval": "inf",
+    "balancer": "random",
+    "max_attempts": "0",
+    "retry_budget_ratio": "2",
+    "queue_limit": "-1",
+    "services": "{not json",
 }
 ANY_STRING = {"shm_dir", "config", "ready_file"}
 

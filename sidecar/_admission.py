@@ -1,0 +1,58 @@
+"""Load shedding at a replica (serve() or the sidecar fronting an app): over the queue
+limit, a request is answered at once with a retryable "overloaded" error that carries a
+retry-after, instead of queueing without bound. Callers' routers treat it as a load
+signal (they retry elsewhere, and do not eject the endpoint)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Final
+
+import transport
+from discovery import Reject, Shedder, ShedPolicy
+from transport import ErrorCode
+
+OVERLOADED: Final = "overloaded"
+_RETRY_AFTER = re.compile(r"retry-after=([0-9.]+)s")
+
+
+class Admission:
+    """Admits requests up to `queue_limit` at once (0: no limit)."""
+
+    def __init__(self, queue_limit: int, concurrency: int = 1) -> None:
+        self._shedder = (
+            Shedder(ShedPolicy(queue_limit=queue_limit, concurrency=max(concurrency, 1)))
+            if queue_limit > 0
+            else None
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not finished."""
+        return 0 if self._shedder is None else self._shedder.in_flight
+
+    def enter(self) -> float:
+        """Admit a request (returns its start time) or raise transport.RemoteError overloaded."""
+        now = time.monotonic()
+        if self._shedder is not None:
+            decision = self._shedder.admit(now)
+            if isinstance(decision, Reject):
+                raise transport.RemoteError(
+                    ErrorCode.RESOURCE_EXHAUSTED,
+                    f"{OVERLOADED}: {decision.in_flight} requests in progress, queue limit"
+                    f" {decision.queue_limit}; retry-after={decision.retry_after:.3f}s",
+                )
+        return now
+
+    def leave(self, started: float) -> None:
+        """The admitted request that entered at `started` has finished."""
+        if self._shedder is not None:
+            now = time.monotonic()
+            self._shedder.done(max(now - started, 0.0), now)
+
+
+def retry_after_of(message: str) -> float | None:
+    """The retry-after an "overloaded" error message carries, if any."""
+    match = _RETRY_AFTER.search(message)
+    return float(match.group(1)) if match else None

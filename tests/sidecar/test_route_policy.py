@@ -1,0 +1,40 @@
+"""Routing settings: defaults and per-service overrides, from YAML or a flag."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sidecar import ConfigError
+from sidecar._config import load_run_settings
+from sidecar._router import policy_from_settings
+
+
+def test_per_service_overrides_win_over_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "mesh.yaml"
+    path.write_text(
+        "balancer: least_request\nmax_attempts: 2\n"
+        "services:\n  embedder: {balancer: ring_hash, retry_budget_ratio: 0.5}\n"
+    )
+    settings = load_run_settings(["--service", "x", "--config", str(path)], {})
+    policy = policy_from_settings(settings)
+    embedder, other = policy("embedder"), policy("ranker")
+    assert (embedder.balancer, embedder.retry.max_attempts) == ("ring_hash", 2)
+    assert embedder.retry.budget.ratio == 0.5
+    assert (other.balancer, other.retry.budget.ratio) == ("least_request", 0.2)
+
+
+def test_overrides_come_as_json_in_a_flag() -> None:
+    overrides = json.dumps({"embedder": {"max_attempts": 5}})
+    settings = load_run_settings(["--service", "x", "--services", overrides], {})
+    assert policy_from_settings(settings)("embedder").retry.max_attempts == 5
+
+
+@pytest.mark.parametrize(
+    "overrides", ['{"embedder": {"balancer": "random"}}', '{"e": {"colour": 1}}', "[1]"]
+)
+def test_bad_overrides_are_config_errors_naming_services(overrides: str) -> None:
+    with pytest.raises(ConfigError, match="--services"):
+        load_run_settings(["--service", "x", "--services", overrides], {})
