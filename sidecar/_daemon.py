@@ -74,6 +74,7 @@ class Daemon:
             pool=self.pool,
             shm=self.shm,
             policy=policy_from_settings(self.settings),
+            zone=self.settings.zone,
         )
         self._admission = Admission(self.settings.queue_limit, self.settings.capacity)
         self.server = LinkServer(self._handle, self.limits, self.pool)

@@ -26,6 +26,7 @@ from discovery import (
     Endpoint,
     GiveUp,
     LeastRequestBalancer,
+    LocalityBalancer,
     NoHealthyEndpoint,
     Outcome,
     OutlierDetector,
@@ -138,7 +139,9 @@ class Router:
         rng: random.Random | None = None,
         owns_registry: bool = False,
         policy: Callable[[str], RoutePolicy] | None = None,
+        zone: str = "",
     ) -> None:
+        self._zone = zone
         self._policy = policy or (lambda service: RoutePolicy())
         self._routes: dict[str, _Route] = {}
         self._registry = registry
@@ -294,9 +297,20 @@ class Router:
             route = self._routes.get(service)
             if route is None:
                 policy = self._policy(service)
+                domain = await self._shm.get()
+                # Same shm domain first, then same zone, spilling over when those are busy.
+                balancer = LocalityBalancer(
+                    _balancer(policy.balancer, self._rng),
+                    self._rng,
+                    shm_domain=domain.token if domain is not None else "",
+                    zone=self._zone,
+                )
+                route = self._routes.get(service)
+                if route is not None:
+                    return route
                 route = _Route(
                     cluster,
-                    _balancer(policy.balancer, self._rng),
+                    balancer,
                     OutlierDetector(policy.outlier),
                     Retrier(self._rng, policy.retry),
                 )
