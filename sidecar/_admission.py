@@ -32,6 +32,13 @@ class Admission:
         """Requests admitted and not finished."""
         return 0 if self._shedder is None else self._shedder.in_flight
 
+    def report(self) -> dict[str, object]:
+        """What a reply tells callers of this replica's load (mesh-wide balancing):
+        {"load": [requests in progress, queue limit]}; nothing when there is no limit."""
+        if self._shedder is None:
+            return {}
+        return {"load": [self._shedder.in_flight, self._shedder.policy.queue_limit]}
+
     def enter(self) -> float:
         """Admit a request (returns its start time) or raise transport.RemoteError overloaded."""
         now = time.monotonic()

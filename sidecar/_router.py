@@ -257,6 +257,10 @@ class Router:
             now = loop.time()
             route.balancer.observe(endpoint, now - started, True, now)
             route.outlier.observe(endpoint.id, Outcome.OK, now)
+            load = reply.header.params.get("load")
+            if isinstance(load, list) and len(load) == 2 and all(type(v) is int for v in load):
+                # The replica's own queue, across all its callers (mesh-wide load).
+                route.balancer.report_load(endpoint, load[0], load[1], now)
             return reply
 
     async def aclose(self) -> None:

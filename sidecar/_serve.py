@@ -223,6 +223,7 @@ class Service:
             body_len=body_len,
             tensors=metas,
             body_ref=body_ref,
+            params=self._admission.report(),
         ), parts
 
     async def _call(self, inputs: Inputs) -> Outputs:

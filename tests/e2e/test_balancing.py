@@ -122,3 +122,29 @@ def test_shed_requests_are_retried_on_another_replica(
     assert sorted(asyncio.run(two_at_once())) == [0, 1]  # both served, one after a shed
     for replica in replicas:
         assert replica.stop() == 0
+
+
+LIMITED = """
+from sidecar import serve
+async def echo(inputs):
+    return dict(inputs)
+serve(echo, service="model", ready_file={ready!r}, uds_path={uds!r}, queue_limit=4)
+"""
+
+
+def test_replies_report_the_replicas_load(serve_process: Callable[[str], ServeProcess]) -> None:
+    import transport
+
+    replica = serve_process(LIMITED)
+
+    async def call() -> object:
+        link = await transport.connect(replica.mesh)
+        try:
+            header = transport.Header(transport.Kind.REQUEST, service="model", method="infer")
+            reply = await link.request(header)
+            return reply.header.params.get("load")
+        finally:
+            await link.aclose()
+
+    assert asyncio.run(call()) == [1, 4]  # this request in progress, queue limit 4
+    assert replica.stop() == 0
