@@ -25,6 +25,8 @@ from discovery import (
     Cluster,
     Endpoint,
     GiveUp,
+    HedgePolicy,
+    Hedger,
     LeastRequestBalancer,
     LocalityBalancer,
     NoHealthyEndpoint,
@@ -60,6 +62,15 @@ class RoutePolicy:
     balancer: BalancerName = "peak_ewma"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     outlier: OutlierPolicy = field(default_factory=OutlierPolicy)
+    hedge: HedgePolicy | None = None  # opt-in: a second try after the hedge delay
+
+
+class _TryFailed(Exception):
+    """One try failed: the error, how it ended, and where."""
+
+    def __init__(self, error: BaseException, outcome: Outcome, endpoint: Endpoint) -> None:
+        super().__init__(str(error))
+        self.error, self.outcome, self.endpoint = error, outcome, endpoint
 
 
 @dataclass(slots=True)
@@ -70,6 +81,7 @@ class _Route:
     balancer: Balancer
     outlier: OutlierDetector
     retrier: Retrier
+    hedger: Hedger | None = None
 
     def membership_changed(self, endpoints: tuple[Endpoint, ...]) -> None:
         now = time.monotonic()
@@ -88,7 +100,8 @@ def policy_from_settings(settings: Settings) -> Callable[[str], RoutePolicy]:
         if override is not None and override.retry_budget_ratio is not None:
             ratio = override.retry_budget_ratio
         retry = RetryPolicy(max_attempts=attempts, budget=RetryBudget(ratio=ratio))
-        return RoutePolicy(balancer=balancer, retry=retry)
+        hedge = settings.hedge if override is None or override.hedge is None else override.hedge
+        return RoutePolicy(balancer=balancer, retry=retry, hedge=HedgePolicy() if hedge else None)
 
     return policy
 
@@ -191,7 +204,8 @@ class Router:
         idempotent: bool = True,
     ) -> Message:
         """Pick an endpoint of `service` and `send` on a link to it, retrying under the
-        service's retry budget on another endpoint when a try fails retryably.
+        service's retry budget on another endpoint when a try fails retryably (and, with
+        hedging on, racing a second try after the hedge delay).
 
         `deadline` is in loop.time() terms. Raises Unavailable when no endpoint can be
         reached; what the last try raised otherwise.
@@ -209,19 +223,13 @@ class Router:
                 why = "none is reachable" if tried else "the registry lists none"
                 stale = " (registry unreachable: last known set)" if cluster.stale else ""
                 raise Unavailable(f"no endpoint of service {service!r}: {why}{stale}")
-            started = loop.time()
-            route.balancer.start(endpoint, started)
-            sent = False
             try:
-                link = await self._links_to(endpoint).get()
-                sent = True
-                started = loop.time()  # a new link's handshake is not the endpoint's latency
-                reply = await send(link, link.placer)
-            except (transport.TransportError, TimeoutError) as exc:
-                outcome = outcome_of(exc, sent)
+                if route.hedger is None:
+                    return await self._attempt(route, endpoint, send)
+                return await self._hedged(route, endpoint, send, tried, key, deadline)
+            except _TryFailed as failed:
+                exc, outcome, endpoint = failed.error, failed.outcome, failed.endpoint
                 now = loop.time()
-                route.balancer.observe(endpoint, now - started, False, now)
-                route.outlier.observe(endpoint.id, outcome, now)
                 retry_after = (
                     retry_after_of(exc.message)
                     if isinstance(exc, transport.RemoteError) and outcome is Outcome.OVERLOADED
@@ -235,33 +243,94 @@ class Router:
                     deadline=deadline,
                     retry_after=retry_after,
                 )
+                tried.add(endpoint.id)
                 if isinstance(decision, GiveUp):
-                    if outcome is Outcome.CONNECT_FAILED:
-                        tried.add(endpoint.id)  # nothing was sent: any other endpoint may do
-                        if self._pick(route, tried, key, now) is not None:
-                            continue
-                    raise
+                    # Nothing was sent on a refused connection: any other endpoint may do.
+                    if outcome is Outcome.CONNECT_FAILED and self._pick(route, tried, key, now):
+                        continue
+                    raise exc from None
                 logger.debug(
                     "retrying", extra={"service": service, "endpoint": endpoint.id,
                                        "outcome": outcome.value, "attempt": decision.attempt}
                 )  # fmt: skip
-                tried.add(endpoint.id)
                 attempt = decision.attempt
                 if decision.delay:
                     await asyncio.sleep(decision.delay)
-                continue
-            except BaseException:
-                now = loop.time()
-                route.balancer.observe(endpoint, now - started, True, now)  # cancelled
-                raise
+
+    async def _attempt(self, route: _Route, endpoint: Endpoint, send: Send) -> Message:
+        """One try on `endpoint`, told to the balancer, outlier detector and hedger.
+
+        Raises _TryFailed carrying the outcome.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        route.balancer.start(endpoint, started)
+        sent = False
+        try:
+            link = await self._links_to(endpoint).get()
+            sent = True
+            started = loop.time()  # a new link's handshake is not the endpoint's latency
+            reply = await send(link, link.placer)
+        except (transport.TransportError, TimeoutError) as exc:
+            outcome = outcome_of(exc, sent)
             now = loop.time()
+            route.balancer.observe(endpoint, now - started, False, now)
+            route.outlier.observe(endpoint.id, outcome, now)
+            raise _TryFailed(exc, outcome, endpoint) from exc
+        except BaseException:
+            now = loop.time()  # cancelled (a hedge lost): it took at least this long
             route.balancer.observe(endpoint, now - started, True, now)
-            route.outlier.observe(endpoint.id, Outcome.OK, now)
-            load = reply.header.params.get("load")
-            if isinstance(load, list) and len(load) == 2 and all(type(v) is int for v in load):
-                # The replica's own queue, across all its callers (mesh-wide load).
-                route.balancer.report_load(endpoint, load[0], load[1], now)
-            return reply
+            if route.hedger is not None:
+                route.hedger.observe(now - started, now)
+            raise
+        now = loop.time()
+        route.balancer.observe(endpoint, now - started, True, now)
+        route.outlier.observe(endpoint.id, Outcome.OK, now)
+        if route.hedger is not None:
+            route.hedger.observe(now - started, now)
+        load = reply.header.params.get("load")
+        if isinstance(load, list) and len(load) == 2 and all(type(v) is int for v in load):
+            # The replica's own queue, across all its callers (mesh-wide load).
+            route.balancer.report_load(endpoint, load[0], load[1], now)
+        return reply
+
+    async def _hedged(
+        self,
+        route: _Route,
+        first: Endpoint,
+        send: Send,
+        tried: set[str],
+        key: bytes | None,
+        deadline: float | None,
+    ) -> Message:
+        """A try on `first`; past the hedge delay, a second on another endpoint. The first
+        answer wins and the other try is cancelled (its peer gets CANCEL)."""
+        assert route.hedger is not None
+        loop = asyncio.get_running_loop()
+        tries = [loop.create_task(self._attempt(route, first, send))]
+        try:
+            delay = route.hedger.delay(loop.time())
+            if delay is not None:
+                done, _ = await asyncio.wait(tries, timeout=delay)
+                now = loop.time()
+                if not done and route.retrier.allow_hedge(now, deadline):
+                    second = self._pick(route, tried | {first.id}, key, now)
+                    if second is not None:
+                        tries.append(loop.create_task(self._attempt(route, second, send)))
+            failure: BaseException | None = None
+            pending = set(tries)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is None:
+                        return task.result()
+                    failure = failure or task.exception()
+            assert failure is not None
+            raise failure
+        finally:
+            for task in tries:
+                task.cancel()
+            await asyncio.gather(*tries, return_exceptions=True)
 
     async def aclose(self) -> None:
         """Close every cluster and link (and the registry, if it was handed over)."""
@@ -317,6 +386,7 @@ class Router:
                     balancer,
                     OutlierDetector(policy.outlier),
                     Retrier(self._rng, policy.retry),
+                    None if policy.hedge is None else Hedger(policy.hedge),
                 )
                 route.membership_changed(cluster.endpoints)
                 cluster.add_listener(route.membership_changed)

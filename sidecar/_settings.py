@@ -192,6 +192,7 @@ class ServiceOverrides(BaseModel):
     balancer: BalancerName | None = None
     max_attempts: int | None = Field(None, ge=1, le=10)
     retry_budget_ratio: float | None = Field(None, ge=0.0, le=1.0)
+    hedge: bool | None = None
 
 
 def _json_object(value: object) -> object:
@@ -291,9 +292,13 @@ class Settings(BaseSettings):
     queue_limit: int = Field(
         0, ge=0, description="requests to the app at once before shedding (0: no limit)"
     )
+    hedge: bool = Field(
+        False, description="send a second try to another endpoint after the p95 latency"
+    )
     services: Annotated[dict[str, ServiceOverrides], BeforeValidator(_json_object)] = Field(
         default_factory=dict,
-        description="per-service overrides of balancer, max_attempts, retry_budget_ratio"
+        description="per-service overrides of balancer, max_attempts, retry_budget_ratio,"
+        " hedge"
         " (a mapping in YAML, JSON in a flag or variable)",
     )
 

@@ -148,3 +148,56 @@ def test_replies_report_the_replicas_load(serve_process: Callable[[str], ServePr
 
     assert asyncio.run(call()) == [1, 4]  # this request in progress, queue limit 4
     assert replica.stop() == 0
+
+
+SOMETIMES_SLOW = """
+import asyncio
+import itertools
+import numpy as np
+from sidecar import serve
+calls = itertools.count(1)
+async def handle(inputs):
+    try:
+        await asyncio.sleep(2.0 if {sometimes} and next(calls) % 20 == 0 else 0.005)
+    except asyncio.CancelledError:
+        with open({cancelled!r}, "a") as f:
+            f.write("x")
+        raise
+    return {{{{"who": np.array([{index}])}}}}  # formatted twice
+serve(handle, service="model", ready_file={{ready!r}}, uds_path={{uds!r}})
+"""
+
+
+def test_hedging_cuts_the_tail_and_cancels_the_loser(
+    serve_process: Callable[[str], ServeProcess], tmp_path: Path
+) -> None:
+    from discovery import HedgePolicy
+    from sidecar import RoutePolicy
+
+    cancelled = tmp_path / "cancelled"
+    replicas = [
+        serve_process(SOMETIMES_SLOW.format(index=i, sometimes=i == 0, cancelled=str(cancelled)))
+        for i in range(2)
+    ]
+    rows = "".join(
+        f"    - {{id: r{i}, address: 127.0.0.1, port: {r.mesh.rsplit(':', 1)[1]}}}\n"
+        for i, r in enumerate(replicas)
+    )
+    path = tmp_path / "mesh.yaml"
+    path.write_text(f"services:\n  model:\n{rows}")
+    policy = RoutePolicy(balancer="round_robin", hedge=HedgePolicy(min_samples=10))
+
+    async def sequential() -> list[float]:
+        async with MeshClient(discovery=f"static://{path}", shm_dir="", policy=policy) as client:
+            latencies = []
+            for _ in range(200):  # bounded; one request in 40 lands on a 2 s stall
+                started = asyncio.get_running_loop().time()
+                await client.infer("model", {"x": np.ones(1)}, timeout=10)
+                latencies.append(asyncio.get_running_loop().time() - started)
+            return latencies
+
+    latencies = asyncio.run(sequential())
+    assert max(latencies[30:]) < 1.0, sorted(latencies)[-5:]  # no 2 s stall once it hedges
+    assert cancelled.exists() and len(cancelled.read_text()) >= 3  # the stalled tries lost
+    for replica in replicas:
+        assert replica.stop() == 0

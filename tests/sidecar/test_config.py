@@ -56,6 +56,7 @@ BAD: dict[str, str] = {
     "retry_budget_ratio": "2",
     "queue_limit": "-1",
     "services": "{not json",
+    "hedge": "perhaps",
 }
 ANY_STRING = {"shm_dir", "config", "ready_file"}
 
