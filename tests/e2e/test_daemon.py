@@ -404,3 +404,58 @@ def test_a_second_sigterm_ends_the_drain_at_once(
     caller.join(20)
     assert len(outcome) == 1 and isinstance(outcome[0], Exception)
     assert replica.stop() == 0
+
+
+STALLING = """
+import asyncio
+from sidecar import serve
+async def stall(inputs):
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        with open({cancelled!r}, "w") as f:
+            f.write("cancelled")
+        raise
+    return dict(inputs)
+serve(stall, service="toy", ready_file={{ready!r}}, uds_path={{uds!r}})
+"""
+
+
+def test_a_deadline_expires_cleanly_on_every_hop(
+    serve_process: Callable[[str], ServeProcess],
+    sidecars: Callable[..., Sidecar],
+    tmp_path: Path,
+) -> None:
+    from sidecar import DeadlineExceeded
+
+    cancelled = tmp_path / "cancelled"
+    replica = serve_process(STALLING.format(cancelled=str(cancelled)))
+    front = sidecars("toy", app=_app(replica))
+    caller = sidecars("pipeline")
+    wait_for(lambda: front.admin("/readyz")[0] == 200, 20, "the sidecar to be ready")
+    with BlockingMeshClient(caller.mesh) as client:
+        # A first call opens the caller's cluster (and is itself cut by its deadline).
+        wait_for(lambda: _reaches(client, cancelled), 20, "a call to reach the replica")
+        cancelled.unlink()
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            client.infer("toy", {"x": np.ones(2)}, timeout=0.5)
+        assert time.monotonic() - started < 2.0
+    # The budget travelled with the request: the replica's handler was cancelled too.
+    wait_for(cancelled.exists, 5, "the replica's handler to be cancelled")
+    wait_for(lambda: front.metric("arrowmesh_requests_in_flight") == 0, 5, "nothing in flight")
+    for sidecar in (front, caller):
+        assert sidecar.stop() == 0
+    assert replica.stop() == 0
+
+
+def _reaches(client: BlockingMeshClient, cancelled: Path) -> bool:
+    """One short call; True once the replica saw (and cancelled) one."""
+    with contextlib.suppress(Exception):
+        client.infer("toy", {"x": np.ones(1)}, timeout=0.3)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        if cancelled.exists():
+            return True
+        time.sleep(0.02)
+    return False
