@@ -153,8 +153,11 @@ class Router:
         owns_registry: bool = False,
         policy: Callable[[str], RoutePolicy] | None = None,
         zone: str = "",
+        check_interval: float = 1.0,
     ) -> None:
         self._zone = zone
+        self._check_interval = check_interval
+        self._checker: asyncio.Task[None] | None = None
         self._policy = policy or (lambda service: RoutePolicy())
         self._routes: dict[str, _Route] = {}
         self._registry = registry
@@ -334,6 +337,11 @@ class Router:
 
     async def aclose(self) -> None:
         """Close every cluster and link (and the registry, if it was handed over)."""
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
+            self._checker = None
         clusters, self._clusters = list(self._clusters.values()), {}
         self._routes.clear()
         links, self._links = list(self._links.values()), {}
@@ -342,6 +350,28 @@ class Router:
         await asyncio.gather(*(pool.aclose() for pool in links))
         if self._owns_registry:
             await self._registry.aclose()
+
+    async def _check_ejected(self) -> None:
+        """Active checks: ping each ejected endpoint; one that answers comes back early."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._check_interval)
+            for route in list(self._routes.values()):
+                ejected = route.outlier.ejected(loop.time())
+                for endpoint in route.cluster.endpoints:
+                    if endpoint.id in ejected:
+                        ok = await self._ping(endpoint)
+                        if route.outlier.checked(endpoint.id, ok, loop.time()):
+                            logger.info("endpoint back after an active check",
+                                        extra={"endpoint": endpoint.id})  # fmt: skip
+
+    async def _ping(self, endpoint: Endpoint) -> bool:
+        try:
+            link = await self._links_to(endpoint).get()
+            await link.ping(min(self._check_interval, 2.0))
+        except (transport.TransportError, TimeoutError):
+            return False
+        return True
 
     async def _open(self, service: str) -> Cluster:
         cluster = Cluster(service, self._registry)
@@ -391,6 +421,10 @@ class Router:
                 route.membership_changed(cluster.endpoints)
                 cluster.add_listener(route.membership_changed)
                 self._routes[service] = route
+                if self._checker is None:
+                    self._checker = asyncio.get_running_loop().create_task(
+                        self._check_ejected(), name="router-outlier-checks"
+                    )
         return route
 
     def _pick(
