@@ -29,6 +29,7 @@ _COMMANDS: Final = {
     "transfer": ("bench.transfer", "round trips of one tensor: arrowmesh vs floor and peers"),
     "discovery": ("bench.discovery", "registration-to-seen and death-to-dropped, per registry"),
     "hop": ("bench.hop", "what one and two sidecar hops add (latency, CPU), against HAProxy"),
+    "balance": ("bench.balance", "each balancer with one slow or one failing replica of 4"),
 }
 
 

@@ -118,3 +118,30 @@ def test_bench_hop_rejects_an_unknown_section(tmp_path: Path) -> None:
     result = sidecar("bench", "hop", "--sections", "grpc", "--out", str(tmp_path))
     assert result.returncode == 2
     assert "mesh,http,large" in result.stderr
+
+
+@pytest.mark.timeout(150)
+def test_bench_balance_measures_every_policy_and_writes_json_and_plot(tmp_path: Path) -> None:
+    result = sidecar("bench", "balance", "--quick", "--out", str(tmp_path), timeout=140)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "targets" in result.stdout
+    report = json.loads((tmp_path / "balance.json").read_text())
+    rows = {(r["scenario"], r["policy"]): r for r in report["rows"]}
+    policies = ("peak_ewma", "least_request", "round_robin", "ring_hash (64 keys)")
+    assert set(rows) == {(s, p) for s in ("slow", "failing") for p in policies}
+    for (scenario, policy), row in rows.items():
+        assert row["n"] == 300 and row["short_blocks"] == 0, (scenario, policy)
+        assert row["failed"] == 0, (scenario, policy, row["errors"])
+        assert 0 <= row["retries"] <= row["allowed_retries"], (scenario, policy)
+        assert abs(sum(row["shares"]) - 1) < 1e-9, (scenario, policy)
+    assert rows["failing", "peak_ewma"]["answered_shares"][3] == 0  # r3 fails every request
+    assert rows["slow", "round_robin"]["shares"] == pytest.approx([0.25] * 4, abs=0.02)
+    assert rows["slow", "round_robin"]["retries"] == 0
+    assert {t["scenario"] for t in report["targets"]} == {"slow", "failing"}
+    assert (tmp_path / "balance.png").stat().st_size > 10_000
+
+
+def test_bench_balance_rejects_an_unknown_scenario(tmp_path: Path) -> None:
+    result = sidecar("bench", "balance", "--scenarios", "flaky", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "slow,failing" in result.stdout
