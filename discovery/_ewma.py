@@ -123,8 +123,12 @@ class PeakEwmaBalancer(LoadTracking):
         sample = latency if ok else max(latency, self.policy.failure_penalty * self.slowest(now))
         estimate = self._estimates.get(endpoint.id)
         if estimate is None:
-            estimate = self._estimates[endpoint.id] = _Ewma(prior, now)
-        estimate.peak(sample, now, decay, prior)
+            # The first sample is the estimate: blending it with the prior at the same
+            # instant would give it no weight, and a fast endpoint would start at the
+            # prior (100 ms before any success) and be starved for seconds.
+            self._estimates[endpoint.id] = _Ewma(sample, now)
+        else:
+            estimate.peak(sample, now, decay, prior)
         if not ok:
             return
         if self._baseline is None or self._slowest is None:

@@ -892,3 +892,14 @@ def test_locality_lets_the_inner_balancer_say_all_are_busy() -> None:
     assert b.pick(eps, None, 0.1) == eps[1]
     b.report_load(eps[1], 1, 1, 0.1)
     assert b.load(eps[1], 0.1).saturated
+
+
+def test_peak_ewma_starts_an_endpoint_from_its_first_sample() -> None:
+    """Regression: the first sample was blended with the 100 ms prior at zero weight, so
+    the first endpoint to answer stayed near 100 ms and was starved for seconds."""
+    balancer = PeakEwmaBalancer(random.Random(1))
+    fast = Endpoint("svc", "fast", "127.0.0.1", 1)
+    balancer.update([fast], 0.0)
+    balancer.start(fast, 0.0)
+    balancer.observe(fast, 0.002, True, 0.002)
+    assert balancer.latency(fast, 0.002) == pytest.approx(0.002)
