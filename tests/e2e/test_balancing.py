@@ -64,6 +64,17 @@ async def _load(
     return answered, failed
 
 
+def test_a_slow_replica_gets_little_traffic(
+    serve_process: Callable[[str], ServeProcess], tmp_path: Path
+) -> None:
+    replicas, discovery = _replicas(serve_process, tmp_path, [0.002, 0.002, 0.002, 0.02])
+    answered, failed = asyncio.run(_load(discovery, callers=4, requests=400))
+    assert failed == 0
+    assert answered[3] < 0.10 * sum(answered.values()), answered  # round robin: 25%
+    for replica in replicas:
+        assert replica.stop() == 0
+
+
 def test_a_failing_replica_is_retried_around_and_ejected(
     serve_process: Callable[[str], ServeProcess], tmp_path: Path
 ) -> None:
@@ -199,5 +210,51 @@ def test_hedging_cuts_the_tail_and_cancels_the_loser(
     latencies = asyncio.run(sequential())
     assert max(latencies[30:]) < 1.0, sorted(latencies)[-5:]  # no 2 s stall once it hedges
     assert cancelled.exists() and len(cancelled.read_text()) >= 3  # the stalled tries lost
+    for replica in replicas:
+        assert replica.stop() == 0
+
+
+COUNTING = """
+import asyncio
+import numpy as np
+from sidecar import serve
+state = {{"now": 0, "max": 0}}
+async def handle(inputs):
+    state["now"] += 1
+    state["max"] = max(state["max"], state["now"])
+    try:
+        await asyncio.sleep(0.05)
+    finally:
+        state["now"] -= 1
+    return {{"max": np.array([state["max"]])}}
+serve(handle, service="model", ready_file={ready!r}, uds_path={uds!r})
+"""
+
+
+def test_an_endpoint_at_its_advertised_capacity_is_not_sent_more(
+    serve_process: Callable[[str], ServeProcess], tmp_path: Path
+) -> None:
+    replicas = [serve_process(COUNTING) for _ in range(2)]
+    rows = "".join(
+        f"    - {{id: r{i}, address: 127.0.0.1, port: {r.mesh.rsplit(':', 1)[1]},"
+        " meta: {capacity: 1}}\n"
+        for i, r in enumerate(replicas)
+    )
+    path = tmp_path / "mesh.yaml"
+    path.write_text(f"services:\n  model:\n{rows}")
+
+    async def two_callers() -> list[int]:
+        async with MeshClient(discovery=f"static://{path}", shm_dir="") as client:
+
+            async def caller() -> list[int]:
+                return [
+                    int((await client.infer("model", {"x": np.ones(1)}, timeout=5))["max"][0])
+                    for _ in range(6)
+                ]
+
+            first, second = await asyncio.gather(caller(), caller())
+            return first + second
+
+    assert max(asyncio.run(two_callers())) == 1  # never two at once on one replica
     for replica in replicas:
         assert replica.stop() == 0
