@@ -101,7 +101,23 @@ def policy_from_settings(settings: Settings) -> Callable[[str], RoutePolicy]:
             ratio = override.retry_budget_ratio
         retry = RetryPolicy(max_attempts=attempts, budget=RetryBudget(ratio=ratio))
         hedge = settings.hedge if override is None or override.hedge is None else override.hedge
-        return RoutePolicy(balancer=balancer, retry=retry, hedge=HedgePolicy() if hedge else None)
+        eject_after = settings.eject_after
+        if override is not None and override.eject_after is not None:
+            eject_after = override.eject_after
+        max_ejected = settings.max_ejected
+        if override is not None and override.max_ejected is not None:
+            max_ejected = override.max_ejected
+        outlier = OutlierPolicy(
+            consecutive_failures=eject_after or None,
+            failure_rate=OutlierPolicy().failure_rate if eject_after else None,
+            max_ejection_fraction=max_ejected,
+        )
+        return RoutePolicy(
+            balancer=balancer,
+            retry=retry,
+            outlier=outlier,
+            hedge=HedgePolicy() if hedge else None,
+        )
 
     return policy
 

@@ -193,6 +193,8 @@ class ServiceOverrides(BaseModel):
     max_attempts: int | None = Field(None, ge=1, le=10)
     retry_budget_ratio: float | None = Field(None, ge=0.0, le=1.0)
     hedge: bool | None = None
+    eject_after: int | None = Field(None, ge=0)
+    max_ejected: float | None = Field(None, ge=0.0, le=1.0)
 
 
 def _json_object(value: object) -> object:
@@ -295,10 +297,16 @@ class Settings(BaseSettings):
     hedge: bool = Field(
         False, description="send a second try to another endpoint after the p95 latency"
     )
+    eject_after: int = Field(
+        5, ge=0, description="failures in a row that eject an endpoint (0: never)"
+    )
+    max_ejected: float = Field(
+        0.5, ge=0.0, le=1.0, description="most of a cluster that may be ejected at once"
+    )
     services: Annotated[dict[str, ServiceOverrides], BeforeValidator(_json_object)] = Field(
         default_factory=dict,
         description="per-service overrides of balancer, max_attempts, retry_budget_ratio,"
-        " hedge"
+        " hedge, eject_after, max_ejected"
         " (a mapping in YAML, JSON in a flag or variable)",
     )
 

@@ -57,6 +57,8 @@ BAD: dict[str, str] = {
     "queue_limit": "-1",
     "services": "{not json",
     "hedge": "perhaps",
+    "eject_after": "-1",
+    "max_ejected": "1.5",
 }
 ANY_STRING = {"shm_dir", "config", "ready_file"}
 

@@ -38,3 +38,13 @@ def test_overrides_come_as_json_in_a_flag() -> None:
 def test_bad_overrides_are_config_errors_naming_services(overrides: str) -> None:
     with pytest.raises(ConfigError, match="--services"):
         load_run_settings(["--service", "x", "--services", overrides], {})
+
+
+def test_outlier_settings_per_service() -> None:
+    overrides = json.dumps({"embedder": {"eject_after": 0}, "ranker": {"max_ejected": 0.25}})
+    settings = load_run_settings(["--service", "x", "--services", overrides], {})
+    policy = policy_from_settings(settings)
+    off, quarter, default = policy("embedder"), policy("ranker"), policy("other")
+    assert off.outlier.consecutive_failures is None and off.outlier.failure_rate is None
+    assert quarter.outlier.max_ejection_fraction == 0.25
+    assert default.outlier.consecutive_failures == 5
