@@ -61,7 +61,7 @@ class Daemon:
     """One sidecar. `start()`, then `run()` until a signal, or `aclose()`."""
 
     def __init__(self, config: RunConfig, env: Mapping[str, str]) -> None:
-        self.config = config
+        self.run_config = config
         self.settings: Settings = config.settings
         self._env = env
         self.limits = self.settings.limits()
@@ -127,9 +127,9 @@ class Daemon:
             for service, cluster in self.router.clusters.items()
         }  # fmt: skip
 
-    def config_view(self) -> dict[str, object]:
+    def config(self) -> dict[str, object]:
         """The settings, secrets masked, with where each came from."""
-        return self.config.redacted()
+        return self.run_config.redacted()
 
     # Lifecycle
 
@@ -151,10 +151,9 @@ class Daemon:
         self.addresses["mesh"] = self.server.addresses[0]
         self.addresses["http"] = await _bind_site(self._http.local, s.http_addr, "--http-addr")
         self.addresses["grpc"] = await self._grpc.start(s.grpc_addr)
-        state = _AdminView(self)
         admin_host, admin_port = parse_host_port(s.admin_addr)
         self._admin, self.addresses["admin"] = await start_admin(
-            admin_app(state), admin_host, admin_port
+            admin_app(self), admin_host, admin_port
         )
         loop = asyncio.get_running_loop()
         if s.app is not None:
@@ -381,31 +380,6 @@ class _ServiceMetrics:
     in_flight: Gauge
     latency: Histogram
     requests: dict[tuple[str, str], Counter]
-
-
-class _AdminView:
-    """The daemon as the admin listener sees it (AdminState)."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
-
-    @property
-    def live(self) -> bool:
-        return self._daemon.live
-
-    @property
-    def ready(self) -> bool:
-        return self._daemon.ready
-
-    @property
-    def ready_reason(self) -> str:
-        return self._daemon.ready_reason
-
-    def endpoints(self) -> Mapping[str, object]:
-        return self._daemon.endpoints()
-
-    def config(self) -> Mapping[str, object]:
-        return self._daemon.config_view()
 
 
 class _AppLinks:
