@@ -51,6 +51,9 @@ class AgentClient:
     address: str
     token: str = ""
     emulated: bool = True
+    # The agent's reaper timings (30 s interval, 1 m minimum DCSA) times this: 1 for a real
+    # agent; the emulator runs them faster so the reaping item takes seconds, not minutes.
+    reaper_scale: float = 1.0
     registered: set[str] = field(default_factory=set)
 
     @property

@@ -1,7 +1,9 @@
 """Fixtures for the emulator's tests: the agent under test and fresh service names.
 
 With `CONSUL_HTTP_ADDR` set the target is that real agent (token from `CONSUL_HTTP_TOKEN`);
-otherwise each test gets a freshly started emulator with the agent's own timings.
+otherwise each test gets a freshly started emulator with the agent's own timings, except
+for the reaper's (30 s interval, 1 m minimum DCSA), which it runs at `REAPER_SCALE` of
+them: the reaping item then checks the same sequence in seconds instead of minutes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import pytest
 
 from ._client import AgentClient
 from ._emulator import ConsulEmulator
+
+REAPER_SCALE = 0.1
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -34,8 +38,10 @@ async def agent() -> AsyncIterator[AgentClient]:
             yield client
             await client.cleanup()
             return
-        async with ConsulEmulator() as emulator:
-            yield AgentClient(session, emulator.address)
+        async with ConsulEmulator(
+            reap_interval=30.0 * REAPER_SCALE, min_deregister_after=60.0 * REAPER_SCALE
+        ) as emulator:
+            yield AgentClient(session, emulator.address, reaper_scale=REAPER_SCALE)
 
 
 @pytest.fixture

@@ -313,17 +313,21 @@ async def test_26_a_service_critical_past_deregister_after_is_reaped(
     agent: AgentClient, name: str
 ) -> None:
     # TTL 2 s never passed; DCSA 1m: not before 60 s critical, gone by TTL + 60 + 30 + 5 s.
+    # (With the emulator the minute and the reaper's 30 s are scaled; TTL and slack are not.)
+    scale = agent.reaper_scale
     start = time.monotonic()
-    check = {"ttl": "2s", "DeregisterCriticalServiceAfter": "1m"}
+    check = {"ttl": "2s", "DeregisterCriticalServiceAfter": f"{60 * scale:g}s"}
     body = {"name": name, "id": f"{name}-1", "checks": [check]}
     assert (await agent.register(body)).status == 200
-    await asyncio.sleep(55.0 - (time.monotonic() - start))  # the interval being measured
+    present_at = 2.0 + 53.0 * scale  # still within DCSA of turning critical
+    await asyncio.sleep(present_at - (time.monotonic() - start))  # the interval measured
     assert f"{name}-1" in await agent.services()
 
     async def reaped() -> bool:
         return f"{name}-1" not in await agent.services()
 
-    await eventually(reaped, 97.0 - (time.monotonic() - start), "the reaper", poll=1.0)
+    gone_by = 2.0 + (60.0 + 30.0) * scale + 5.0
+    await eventually(reaped, gone_by - (time.monotonic() - start), "the reaper", poll=scale)
 
 
 async def test_27_catalog_lists_tags_and_critical_instances(agent: AgentClient, name: str) -> None:
