@@ -1,7 +1,7 @@
 """`sidecar bench ...`: one subcommand per benchmark, each a module with two functions.
 
 A subcommand module provides `add_arguments(parser)` and `run(args, console) -> int`;
-registering one is a line in `_COMMANDS` (later: hop, balance, discovery, oip, soak, all).
+registering one is a line in `_COMMANDS`.
 Exit codes: 0 after a report (missed targets included), 2 for bad usage, 1 when the run
 could not finish, 130 on Ctrl-C or SIGTERM.
 """
@@ -30,6 +30,8 @@ _COMMANDS: Final = {
     "discovery": ("bench.discovery", "registration-to-seen and death-to-dropped, per registry"),
     "hop": ("bench.hop", "what one and two sidecar hops add (latency, CPU), against HAProxy"),
     "balance": ("bench.balance", "each balancer with one slow or one failing replica of 4"),
+    "all": ("bench.suite", "every benchmark in turn, then REPORT.md and where each target stands"),
+    "report": ("bench.report", "REPORT.md from the results on disk, and the targets"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,14 +74,53 @@ def test_bench_transfer_prints_the_table_and_writes_json_and_plot(tmp_path: Path
 
 
 @pytest.mark.timeout(150)
-def test_bench_discovery_measures_every_backend_and_writes_json(tmp_path: Path) -> None:
-    result = sidecar("bench", "discovery", "--quick", "--out", str(tmp_path), timeout=140)
+def test_bench_all_runs_discovery_and_writes_json_and_the_report(tmp_path: Path) -> None:
+    # `bench all` as CI can afford it: one benchmark (discovery, the quickest) and the report.
+    report_md = tmp_path / "REPORT.md"
+    result = sidecar(
+        "bench", "all", "--quick", "--only", "discovery", "--out", str(tmp_path),
+        "--report", str(report_md), timeout=140,
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "discovery.json").read_text())
     assert set(report["backends"]) == {"consul", "mdns", "static"}
     for backend, samples in report["samples"].items():
         assert len(samples) == 2, backend
         assert all(a is not None and r is not None for a, r in samples), backend
+    text = report_md.read_text()
+    for backend in ("consul", "mdns", "static"):
+        assert f"| discovery | {backend}: seen within 1.0 s |" in text
+    assert "## Discovery" in text and "| registry |" in text
+    assert "bench discovery: done" in result.stdout
+
+
+def test_bench_report_covers_every_committed_result(tmp_path: Path) -> None:
+    results = Path(__file__).resolve().parents[2] / "bench" / "results"
+    report_md = tmp_path / "REPORT.md"
+    result = sidecar("bench", "report", "--results", str(results), "--report", str(report_md))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = report_md.read_text()
+    for name in ("transfer", "discovery", "hop", "balance"):
+        if (results / f"{name}.json").exists():
+            assert f"| {name} |" in text, name  # its targets and its machine
+            assert f"`sidecar bench {name}`" in text, name
+        if (results / f"{name}.png").exists():
+            plot = os.path.relpath(results / f"{name}.png", tmp_path)
+            assert f"![{name}]({plot})" in text, name
+    assert " met" in result.stdout or " missed" in result.stdout
+
+
+def test_bench_report_without_results_says_so(tmp_path: Path) -> None:
+    result = sidecar("bench", "report", "--results", str(tmp_path), "--report", str(tmp_path / "R"))
+    assert result.returncode == 1
+    assert "no benchmark results" in result.stdout
+    assert not (tmp_path / "R").exists()
+
+
+def test_bench_all_rejects_an_unknown_benchmark(tmp_path: Path) -> None:
+    result = sidecar("bench", "all", "--only", "warp", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "discovery,transfer,hop,balance" in result.stdout
 
 
 def test_bench_discovery_rejects_an_unknown_backend(tmp_path: Path) -> None:
