@@ -16,14 +16,25 @@ from ._frame import FrameDecoder, Message
 from ._header import ErrorInfo, Header, Kind, Placement, TensorMeta, pack_header, unpack_header
 from ._kept import KeptRefs
 from ._limits import Limits
-from ._link import BodyPart, Handler, LinkServer, Reply, StreamLink, connect, parse_address
+from ._link import (
+    Authorizer,
+    BodyPart,
+    Handler,
+    LinkServer,
+    Reply,
+    StreamLink,
+    connect,
+    parse_address,
+)
 from ._pool import BufferPool, PoolStats, RecvBuffer
 from ._shm import LinkCounters, ShmDomain, ShmPlacer, ShmStats, header_refs
 from ._sync import SyncLink
 from ._tensors import Placer, decode_tensors, encode_message, encode_tensors
+from ._tls import Tls, TlsFiles, identity_uri, peer_identities, service_of
 
 __all__ = [
     "DATATYPES",
+    "Authorizer",
     "BodyPart",
     "BufferPool",
     "Cancelled",
@@ -54,6 +65,8 @@ __all__ = [
     "StreamLink",
     "SyncLink",
     "TensorMeta",
+    "Tls",
+    "TlsFiles",
     "TransportError",
     "connect",
     "datatype_of",
@@ -62,8 +75,11 @@ __all__ = [
     "encode_tensors",
     "error_code_of",
     "header_refs",
+    "identity_uri",
     "numpy_dtype",
     "pack_header",
     "parse_address",
+    "peer_identities",
+    "service_of",
     "unpack_header",
 ]

@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     RESOURCE_EXHAUSTED = "resource_exhausted"
     UNAVAILABLE = "unavailable"
+    PERMISSION_DENIED = "permission_denied"
     CANCELLED = "cancelled"
     HANDLER_ERROR = "handler_error"
     PROTOCOL_ERROR = "protocol_error"

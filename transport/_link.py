@@ -47,18 +47,22 @@ from ._frame import (
     shm_frame,
 )
 from ._handshake import ShmHandshake
-from ._header import ErrorInfo, Header, Kind, check_header_size, pack_header
+from ._header import ErrorInfo, Header, Kind, Params, check_header_size, pack_header
 from ._limits import Limits, MiB
 from ._pool import BufferPool
 from ._shm import Ref, ShmDomain
 from ._sniff import ProtocolFactory, Sniffer
 from ._tensors import Placer
+from ._tls import Tls, check_identity, peer_identities
 
 logger = logging.getLogger(__name__)
 
 BodyPart = Any  # bytes, memoryview, pyarrow.Buffer: anything exporting a contiguous buffer
 Reply = tuple[Header, Sequence[BodyPart]]
 Handler = Callable[[Message, float | None, "Placer | None"], Awaitable[Reply]]
+# Given the caller's verified SPIFFE identities (none without TLS) and a request's header:
+# None to serve it, or why it is refused (sent back as PERMISSION_DENIED).
+Authorizer = Callable[[tuple[str, ...], Header], "str | None"]
 
 _WRITE_HIGH: Final = 4 * MiB
 _WRITE_LOW: Final = 1 * MiB
@@ -85,6 +89,7 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         self._closed: LinkClosed | None = None
         self._close_when_answered = False  # a draining peer: close once replies are in
         self._peer_name: str | None = None
+        self._peer_identities: tuple[str, ...] | None = None
         self._lost = self._loop.create_future()
         self.peer_hello: asyncio.Future[dict[str, object]] = self._loop.create_future()
 
@@ -156,6 +161,14 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         return self._closed is not None or self._transport is None or self._transport.is_closing()
 
     @property
+    def peer_identities(self) -> tuple[str, ...]:
+        """The SPIFFE URIs of the peer's verified TLS certificate; () on a plaintext link."""
+        if self._peer_identities is None:
+            cert = None if self._transport is None else self._transport.get_extra_info("peercert")
+            self._peer_identities = peer_identities(cert)
+        return self._peer_identities
+
+    @property
     def peer_name(self) -> str:
         """The peer's address, for messages (worked out once: callers ask per request)."""
         if self._peer_name is None:
@@ -197,11 +210,14 @@ class _LinkProtocol(asyncio.BufferedProtocol):
             self.send_control(stream, Kind.CANCEL)
             raise
 
-    def send_control(self, stream: int, kind: Kind, error: ErrorInfo | None = None) -> None:
+    def send_control(
+        self, stream: int, kind: Kind, error: ErrorInfo | None = None, params: Params | None = None
+    ) -> None:
         """Write a bodiless message now, ignoring flow control (it is a few bytes)."""
         if not self.closed:
             assert self._transport is not None
-            self._transport.writelines(head_frame(stream, pack_header(Header(kind, error=error))))
+            header = Header(kind, error=error, params=params or {})
+            self._transport.writelines(head_frame(stream, pack_header(header)))
 
     async def _ready_transport(self) -> asyncio.Transport:
         while self._paused and self._closed is None:
@@ -444,6 +460,13 @@ class _ServerProtocol(_LinkProtocol):
     def _on_message(self, message: Message) -> None:
         kind = message.header.kind
         if kind == Kind.REQUEST:
+            authorize = self._server.authorize
+            refusal = None if authorize is None else authorize(self.peer_identities, message.header)
+            if refusal:
+                # Refused before its descriptors are even looked at: nothing is mapped.
+                error = ErrorInfo(ErrorCode.PERMISSION_DENIED, refusal)
+                self.send_control(message.stream, Kind.ERROR, error)
+                return
             try:
                 message = self.adopt(message)
             except FrameError as exc:
@@ -456,7 +479,8 @@ class _ServerProtocol(_LinkProtocol):
                 task.cancel()
             self._waiting.pop(message.stream, None)
         elif kind == Kind.PING:
-            self.send_control(message.stream, Kind.PONG)
+            pong = self._server.pong  # what the replica tells callers' checks: load, health
+            self.send_control(message.stream, Kind.PONG, params=None if pong is None else pong())
         else:
             self._protocol_error(FrameError(f"a server cannot accept a {kind.name} message"))
 
@@ -548,13 +572,27 @@ def _error_info(exc: Exception) -> ErrorInfo:
 class LinkServer:
     """Accepts links on TCP and/or a Unix socket and serves each request with `handler`.
 
+    With `tls`, TCP listeners take only mutual-TLS links (Unix sockets stay local and
+    plaintext); with `authorize`, every request is checked against the caller's identity.
+    `pong()` gives the params a PONG carries (a replica's load and app health).
     Use as an async context manager, or call `aclose()`.
     """
 
     def __init__(
-        self, handler: Handler, limits: Limits, pool: BufferPool, shm: ShmDomain | None = None
+        self,
+        handler: Handler,
+        limits: Limits,
+        pool: BufferPool,
+        shm: ShmDomain | None = None,
+        *,
+        tls: Tls | None = None,
+        authorize: Authorizer | None = None,
+        pong: Callable[[], Params] | None = None,
     ) -> None:
         self.handler = handler
+        self.pong = pong
+        self.tls = tls
+        self.authorize = authorize
         self.limits = limits
         self.pool = pool
         self.shm = shm
@@ -601,7 +639,8 @@ class LinkServer:
             return mesh() if other is None else Sniffer(mesh, other)
 
         try:
-            server = await loop.create_server(factory, host, port)
+            ssl = None if self.tls is None else self.tls.listener_context
+            server = await loop.create_server(factory, host, port, ssl=ssl)
         except OSError as exc:
             raise LinkClosed(f"cannot listen on {host}:{port}: {exc}") from exc
         self._servers.append(server)
@@ -685,11 +724,15 @@ async def connect(
     pool: BufferPool | None = None,
     shm: ShmDomain | None = None,
     timeout: float = 10.0,
+    tls: Tls | None = None,
+    expect_identity: str | None = None,
 ) -> StreamLink:
     """Open a link to a "host:port" or "unix:/path" address and exchange HELLO.
 
-    Raises LinkClosed if the peer cannot be reached or does not speak the protocol,
-    ValueError for a malformed address.
+    With `tls`, a TCP link is mutual TLS; with `expect_identity` too, the peer's
+    certificate must carry that SPIFFE URI. Raises LinkClosed if the peer cannot be
+    reached, does not speak the protocol or is not who it should be, ValueError for a
+    malformed address.
     """
     loop = asyncio.get_running_loop()
     limits = limits or Limits()
@@ -704,7 +747,16 @@ async def connect(
             if isinstance(target, str):
                 _, link = await loop.create_unix_connection(factory, target)
             else:
-                _, link = await loop.create_connection(factory, target[0], target[1])
+                ssl = None if tls is None else tls.client_context()
+                _, link = await loop.create_connection(factory, target[0], target[1], ssl=ssl)
+                if tls is not None:
+                    assert link._transport is not None
+                    peercert = link._transport.get_extra_info("peercert")
+                    try:
+                        check_identity(peercert, expect_identity, address)
+                    except LinkClosed:
+                        link._transport.abort()
+                        raise
             await link.peer_hello
             if link.shm.settled is not None:  # so the first request can go by reference
                 await link.shm.settled

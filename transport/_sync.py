@@ -12,6 +12,7 @@ import collections
 import contextlib
 import itertools
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -35,6 +36,7 @@ from ._link import BodyPart, check_reply, is_drain, parse_address
 from ._pool import BufferPool
 from ._shm import Ref, ShmDomain
 from ._tensors import Placer
+from ._tls import Tls, check_identity
 
 _IOV_MAX = 512  # sendmsg takes at most IOV_MAX (1024 on Linux) buffers per call
 
@@ -70,10 +72,14 @@ class SyncLink:
         pool: BufferPool | None = None,
         shm: ShmDomain | None = None,
         timeout: float = 10.0,
+        tls: Tls | None = None,
+        expect_identity: str | None = None,
     ) -> SyncLink:
         """Open a link to "host:port" or "unix:/path" and exchange HELLO.
 
-        Raises LinkClosed if the peer cannot be reached or does not speak the protocol.
+        With `tls`, a TCP link is mutual TLS (and with `expect_identity`, the peer must
+        present that SPIFFE URI). Raises LinkClosed if the peer cannot be reached, does
+        not speak the protocol or is not who it should be.
         """
         target = parse_address(address)
         try:
@@ -84,6 +90,8 @@ class SyncLink:
             else:
                 sock = socket.create_connection(target, timeout=timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if tls is not None:
+                    sock = _secure(sock, tls, expect_identity, address)
         except OSError as exc:
             raise LinkClosed(f"cannot connect to {address}: {exc}") from exc
         link = cls(sock, limits or Limits(), pool or BufferPool(), shm)
@@ -244,6 +252,10 @@ class SyncLink:
         views = [memoryview(b).cast("B") for b in buffers]
         self._set_timeout(deadline)
         try:
+            if isinstance(self._sock, ssl.SSLSocket):  # no sendmsg: one record per buffer
+                for view in views:
+                    self._sock.sendall(view)
+                return
             while views:
                 sent = self._sock.sendmsg(views[:_IOV_MAX])
                 while views and sent >= views[0].nbytes:
@@ -271,6 +283,23 @@ class SyncLink:
             self._sock.close()
             self.shm.close()
         return self._broken
+
+
+def _secure(
+    sock: socket.socket, tls: Tls, expect_identity: str | None, address: str
+) -> ssl.SSLSocket:
+    """`sock` after a mutual-TLS handshake with a peer that is `expect_identity` (if given)."""
+    try:
+        secure = tls.client_context().wrap_socket(sock)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        check_identity(secure.getpeercert(), expect_identity, address)
+    except LinkClosed:
+        secure.close()
+        raise
+    return secure
 
 
 def _remaining(deadline: float | None) -> float | None:
