@@ -92,7 +92,13 @@ class Arena:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.ftruncate(fd, data_offset + data_size)
+            # Reserve the pages now: on a tmpfs too small for the arena, touching them would
+            # be a SIGBUS; reserving is an OSError (ENOSPC) the caller can fall back from.
+            os.posix_fallocate(fd, 0, data_offset + data_size)
             memory = mmap.mmap(fd, data_offset + data_size, mmap.MAP_SHARED)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
         finally:
             os.close(fd)
         _prefault(memory)

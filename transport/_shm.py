@@ -235,9 +235,14 @@ class ShmDomain:
         with self._directory_lock():
             self.token = self._domain_token()
             self._lock_fd = self._hold_own_lock()
-        with self._lock:
-            self._new_arena(0)  # now, not on the event loop at the first probe
         self._stop = threading.Event()
+        try:
+            with self._lock:
+                self._new_arena(0)  # now, not on the event loop at the first probe
+        except OSError:
+            self._reaper = threading.current_thread()  # none started: close() must not join
+            self.close()  # leave nothing behind: our lock file, the domain file if last
+            raise
         self._reaper = threading.Thread(
             target=self._reap_every, args=(reap_interval,), name="arrowmesh-reaper", daemon=True
         )
@@ -320,6 +325,21 @@ class ShmDomain:
     def unplace(self, refs: Sequence[Ref], peer: str) -> None:
         """Take back descriptors that were never sent (the send failed before the header)."""
         self.release(peer, [r for r in refs if r[0] in self._own])
+
+    def hold(self, refs: Sequence[Ref], holder: str) -> bool:
+        """Hold descriptors of ours for `holder` (a peer, or `proc` for this process's own
+        hold), as `place` does: to send them again without a copy. Undo with `release`.
+        False, and nothing held, if one is not a live lease of ours."""
+        now = time.monotonic()
+        with self._lock:
+            leases = [self._leases.get((r[0], r[1])) if r[0] in self._own else None for r in refs]
+            for lease, ref in zip(leases, refs, strict=True):
+                if lease is None or (lease.grant.generation, lease.grant.token) != (ref[2], ref[3]):
+                    return False
+            for lease in leases:
+                assert lease is not None
+                lease.remote.setdefault(holder, []).append(now)
+        return True
 
     def release(self, peer: str, refs: Sequence[object]) -> None:
         """`peer` is done with these descriptors of ours; bad entries are ignored."""
@@ -483,7 +503,15 @@ class ShmDomain:
         size = max(self._arena_size, 1 << (max(nbytes, 1) - 1).bit_length())
         if sum(a.data_size for a in self._arenas) + size > self._max_bytes:
             return None
-        arena = Arena.create(self.directory, self.proc, len(self._arenas), size, self._slots)
+        try:
+            arena = Arena.create(self.directory, self.proc, len(self._arenas), size, self._slots)
+        except OSError as exc:
+            if not self._arenas:
+                raise  # the first arena: this directory cannot hold one, no domain here
+            # The directory is full (a tmpfs volume smaller than its users): no more
+            # arenas, the link takes the tensor instead.
+            logger.warning("cannot grow shared memory", extra={"bytes": size, "error": str(exc)})
+            return None
         self._arenas.append(arena)
         self._own[arena.name] = arena
         logger.info("arena created", extra={"arena": arena.name, "bytes": size})

@@ -245,3 +245,45 @@ def test_a_relay_through_a_link_that_closes_lets_go(shm_dir: Path) -> None:
     finally:
         b.close()
         a.close()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 6 MiB tmpfs (what a docker-compose tmpfs volume or a default /dev/shm can be)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], timeout=10, check=False)
+
+
+def test_a_tmpfs_too_small_for_an_arena_is_an_error_and_leaves_nothing(small_tmpfs: Path) -> None:
+    directory = small_tmpfs / "arrowmesh"
+    with pytest.raises(OSError, match="No space left"):
+        ShmDomain(directory, arena_size=8 << 20)  # more than the 6 MiB there are
+    assert sorted(p.name for p in directory.iterdir()) == []
+
+
+def test_a_full_tmpfs_stops_growth_and_falls_back_without_failing(small_tmpfs: Path) -> None:
+    directory = small_tmpfs / "arrowmesh"
+    domain = ShmDomain(directory, arena_size=4 << 20)  # room for one arena, not two
+    try:
+        first = domain.alloc((1 << 20,), np.uint8)
+        assert first is not None
+        # Needs a second arena, which the volume cannot hold: no arena, not a SIGBUS.
+        assert domain.alloc((3 << 20,), np.uint8) is None
+        assert len(list(directory.glob("*.arena"))) == 1
+        del first
+    finally:
+        domain.close()
+    assert sorted(p.name for p in directory.iterdir()) == []
