@@ -443,6 +443,11 @@ class ShmDomain:
         with self._lock:
             holders = {h for lease in self._leases.values() for h in lease.remote}
         dead |= {h for h in holders if h != _PROBE and h not in alive}  # reaped by another
+        with self._lock:
+            # Mappings of arenas whose owner is gone (closed, or reaped by another process
+            # first): each holds a descriptor and address space until dropped.
+            for name in [n for n in self._peers if arena_owner(n) not in alive]:
+                self._peers.pop(name).close()
         now = time.monotonic()
         reclaimed = 0
         with self._lock:

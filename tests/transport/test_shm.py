@@ -287,3 +287,30 @@ def test_a_full_tmpfs_stops_growth_and_falls_back_without_failing(small_tmpfs: P
     finally:
         domain.close()
     assert sorted(p.name for p in directory.iterdir()) == []
+
+
+def _open_arenas_of(proc: str) -> list[str]:
+    """Arena files of `proc` this process holds open (a mapping keeps one descriptor)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if os.path.basename(target).startswith(f"{proc}-"):
+            found.append(target)
+    return found
+
+
+def test_a_gone_peers_arena_is_unmapped_even_when_another_process_reaped_it(
+    domains: tuple[ShmDomain, ShmDomain], shm_dir: Path
+) -> None:
+    _, b = domains
+    c = ShmDomain(shm_dir, arena_size=8 << 20, reap_interval=0.05)
+    holder, view, _ = send(c, b, np.arange(100_000, dtype=np.int64))  # b maps c's arena
+    del holder, view
+    gc.collect()
+    assert _open_arenas_of(c.proc)
+    gone = c.proc
+    c.close()  # its files go (as when another process's reaper removes a dead one's)
+    wait_for(lambda: not _open_arenas_of(gone), 5.0, "b to unmap the gone peer's arena")
