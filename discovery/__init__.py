@@ -13,6 +13,7 @@ from ._errors import (
 )
 from ._ewma import PeakEwmaBalancer, PeakEwmaPolicy
 from ._hashring import RingHashBalancer, RingHashPolicy
+from ._health import AppHealth, AppHealthPolicy
 from ._hedge import HedgePolicy, Hedger
 from ._load import EndpointLoad
 from ._locality import LocalityBalancer, LocalityPolicy
@@ -44,6 +45,8 @@ __all__ = [
     "PROTOCOLS",
     "Admit",
     "AllEndpointsBusy",
+    "AppHealth",
+    "AppHealthPolicy",
     "Backoff",
     "Balancer",
     "Cluster",

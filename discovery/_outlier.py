@@ -18,16 +18,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 from ._checks import check_at_least, check_fraction, check_seconds
 from ._outcome import Outcome
 from ._window import SlidingCounts
 
-_FAILURES = frozenset(
+# What counts for and against an endpoint (the replica's own AppHealth counts the same).
+FAILURES: Final = frozenset(
     {Outcome.CONNECT_FAILED, Outcome.UNAVAILABLE, Outcome.ERROR, Outcome.DEADLINE_EXCEEDED}
 )
-_SUCCESSES = frozenset({Outcome.OK, Outcome.BAD_REQUEST})
+SUCCESSES: Final = frozenset({Outcome.OK, Outcome.BAD_REQUEST})
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +107,9 @@ class OutlierDetector:
     def observe(self, endpoint_id: str, outcome: Outcome, now: float) -> Ejection | None:
         """Learn how a request ended; the Ejection if this outcome ejected the endpoint."""
         record = self._record(endpoint_id)
-        if self._is_ejected(record, now) or outcome not in _FAILURES | _SUCCESSES:
+        if self._is_ejected(record, now) or outcome not in FAILURES | SUCCESSES:
             return None
-        if outcome in _SUCCESSES:
+        if outcome in SUCCESSES:
             record.consecutive = 0
             record.window.add(now, a=1)
             return None

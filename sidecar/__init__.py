@@ -15,6 +15,7 @@ from ._errors import (
 from ._router import RoutePolicy
 from ._serve import Service, ServiceStats, alloc, serve
 from ._settings import Settings
+from ._signature import TensorSpec
 
 __all__ = [
     "STATUS",
@@ -30,6 +31,7 @@ __all__ = [
     "Service",
     "ServiceStats",
     "Settings",
+    "TensorSpec",
     "Tensors",
     "Unavailable",
     "alloc",

@@ -7,12 +7,13 @@ Handlers only read `AdminState`, which the daemon owns; every error is a JSON bo
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import Mapping
 from typing import Final, Protocol
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
@@ -47,13 +48,22 @@ class AdminState(Protocol):
         """JSON-ready settings with secrets already masked."""
 
 
+_OPEN: Final = frozenset({"/healthz", "/readyz"})  # probes (Docker, kubelet) carry no token
 _STATE: Final = web.AppKey[AdminState]("admin_state")
 _REGISTRY: Final = web.AppKey("metrics_registry", CollectorRegistry)
 
 
-def admin_app(state: AdminState, registry: CollectorRegistry = REGISTRY) -> web.Application:
-    """The admin routes over `state`; /metrics exposes `registry` (default: the global one)."""
-    app = web.Application(middlewares=[_json_errors])
+def admin_app(
+    state: AdminState, registry: CollectorRegistry = REGISTRY, *, token: str | None = None
+) -> web.Application:
+    """The admin routes over `state`; /metrics exposes `registry` (default: the global one).
+
+    With `token`, every route but /healthz and /readyz asks for `Authorization: Bearer TOKEN`.
+    """
+    middlewares: list[Middleware] = [_json_errors]
+    if token is not None:
+        middlewares.append(_bearer(token))
+    app = web.Application(middlewares=middlewares)
     app[_STATE] = state
     app[_REGISTRY] = registry
     app.router.add_get("/healthz", _healthz)
@@ -138,3 +148,21 @@ async def _endpoints(request: web.Request) -> web.Response:
 
 async def _config(request: web.Request) -> web.Response:
     return web.json_response(dict(request.app[_STATE].config()))
+
+
+def _bearer(token: str) -> Middleware:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in _OPEN:
+            return await handler(request)
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise web.HTTPUnauthorized(
+                reason="this admin listener asks for a bearer token (Authorization: Bearer ...)",
+                headers={"WWW-Authenticate": 'Bearer realm="arrowmesh-admin"'},
+            )
+        return await handler(request)
+
+    return check

@@ -13,6 +13,8 @@ import transport
 from discovery import Reject, Shedder, ShedPolicy
 from transport import ErrorCode
 
+from ._settings import Settings
+
 OVERLOADED: Final = "overloaded"
 _RETRY_AFTER = re.compile(r"retry-after=([0-9.]+)s")
 
@@ -57,6 +59,15 @@ class Admission:
         if self._shedder is not None:
             now = time.monotonic()
             self._shedder.done(max(now - started, 0.0), now)
+
+
+def queue_limit_of(settings: Settings) -> int:
+    """The queue limit of the app a sidecar fronts: the `services` entry of its own service
+    wins over `queue_limit` (other services' entries are for their own sidecars)."""
+    override = settings.services.get(settings.service or "")
+    if override is not None and override.queue_limit is not None:
+        return override.queue_limit
+    return settings.queue_limit
 
 
 def retry_after_of(message: str) -> float | None:

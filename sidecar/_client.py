@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -14,24 +13,13 @@ import numpy.typing as npt
 
 import transport
 from discovery import open_registry, parse_discovery_uri
-from transport import (
-    BodyPart,
-    BufferPool,
-    Header,
-    Kind,
-    Limits,
-    Placer,
-    ShmDomain,
-    ShmPlacer,
-    ShmStats,
-    StreamLink,
-)
+from transport import BufferPool, Limits, Placer, ShmDomain, ShmStats, StreamLink
 
 from ._errors import InvalidInput, translate
 from ._links import LinkPool, ShmSlot
+from ._request import EncodedRequest, affinity, build_request, placer_for
 from ._router import RoutePolicy, Router
 from ._settings import Settings
-from ._trace import ensure_traceparent
 
 logger = logging.getLogger(__name__)
 
@@ -107,25 +95,48 @@ class MeshClient:
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-
-        async def send(link: StreamLink, placer: Placer | None) -> transport.Message:
-            place = placer_for(placer, self._arrow_in_shm)
-            header, parts = build_request(
-                service, inputs, self.limits, affinity_key, traceparent, place
-            )
-            return await link.request(header, parts, deadline=deadline)
-
         try:
             if self._links is not None:
                 link = await self._links.get()
-                reply = await send(link, link.placer)
+                place = placer_for(link.placer, self._arrow_in_shm)
+                header, parts = build_request(
+                    service, inputs, self.limits, affinity_key, traceparent, place
+                )
+                reply = await link.request(header, parts, deadline=deadline)
             else:
-                router = await self._proxyless()
-                key = None if affinity_key is None else _key(affinity_key).encode()
-                reply = await router.send(service, send, key=key, deadline=deadline)
+                reply = await self._routed(service, inputs, deadline, affinity_key, traceparent)
             return decode_reply(reply, self.limits)
         except transport.TransportError as exc:
             raise translate(exc) from exc
+
+    async def _routed(
+        self,
+        service: str,
+        inputs: Mapping[str, object],
+        deadline: float | None,
+        affinity_key: str | bytes | None,
+        traceparent: str | None,
+    ) -> transport.Message:
+        """Proxyless: the request encoded once, sent on every try the router makes."""
+        router = await self._proxyless()
+        request = EncodedRequest(
+            service,
+            inputs,
+            self.limits,
+            affinity_key=affinity_key,
+            traceparent=traceparent,
+            arrow_in_shm=self._arrow_in_shm,
+        )
+
+        async def send(link: StreamLink, placer: Placer | None) -> transport.Message:
+            header, parts = request.for_link(placer)
+            return await link.request(header, parts, deadline=deadline)
+
+        key = None if affinity_key is None else affinity(affinity_key).encode()
+        try:
+            return await router.send(service, send, key=key, deadline=deadline)
+        finally:
+            request.close()
 
     async def _proxyless(self) -> Router:
         """The in-process router, made (and its registry opened) on first use."""
@@ -186,43 +197,9 @@ class MeshClient:
         await self.aclose()
 
 
-def build_request(
-    service: str,
-    inputs: Mapping[str, object],
-    limits: Limits,
-    affinity_key: str | bytes | None,
-    traceparent: str | None,
-    place: Placer | None = None,
-) -> tuple[Header, list[BodyPart]]:
-    """The header and body parts of an infer request. Raises InvalidInput."""
-    try:
-        metas, parts, body_len, body_ref = transport.encode_message(inputs, limits, place)
-    except transport.TransportError as exc:
-        raise InvalidInput(str(exc)) from None
-    params: dict[str, object] = {} if affinity_key is None else {"affinity": _key(affinity_key)}
-    header = Header(
-        Kind.REQUEST,
-        service=service,
-        method="infer",
-        traceparent=ensure_traceparent(traceparent),
-        body_len=body_len,
-        tensors=metas,
-        params=params,
-        body_ref=body_ref,
-    )
-    return header, parts
-
-
 def decode_reply(reply: transport.Message, limits: Limits) -> Tensors:
     """The output tensors of a reply. Raises transport.FrameError."""
     return transport.decode_tensors(reply.header.tensors, reply.body_view(), limits, reply.shared)
-
-
-def placer_for(place: Placer | None, arrow_in_shm: bool) -> Placer | None:
-    """The link's placer, asked to write large messages as one Arrow IPC stream if wanted."""
-    if arrow_in_shm and isinstance(place, ShmPlacer):
-        return dataclasses.replace(place, arrow_body=True)
-    return place
 
 
 def alloc_in(
@@ -231,7 +208,3 @@ def alloc_in(
     """An array in `domain`'s arenas, or in ordinary memory if there is no room."""
     array = None if domain is None else domain.alloc(shape, dtype)
     return np.empty(shape, dtype) if array is None else array
-
-
-def _key(value: str | bytes) -> str:
-    return value if isinstance(value, str) else value.hex()

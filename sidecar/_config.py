@@ -58,6 +58,7 @@ _METAVARS: Final = {
     "ready_file": "PATH",
     "zone": "ZONE",
     "app_health_path": "PATH",
+    "app_model": "MODEL",
 }
 
 
@@ -234,8 +235,12 @@ def _explain_one(
     error: pydantic_core.ErrorDetails, origins: Mapping[str, Origin], path: str | None
 ) -> str:
     msg = error["msg"].removeprefix("Value error, ")
-    if not error["loc"]:  # a check across settings (the transport limits)
-        named = [n for n in Settings.model_fields if re.search(rf"\b{n}\b", msg)]
+    if not error["loc"]:  # a check across settings (transport limits, TLS files)
+        named = [
+            n
+            for n in Settings.model_fields
+            if re.search(rf"\b{n}\b|--{n.replace('_', '-')}\b", msg)
+        ]
         return f"invalid settings: {msg} ({'; '.join(setting_names(n) for n in named)})"
     name = str(error["loc"][0])
     if error["type"] != "value_error":  # our own checks quote the value already

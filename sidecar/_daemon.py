@@ -3,22 +3,26 @@
 It listens on the mesh port (peers and local apps), the admin port (health, readiness,
 metrics), and relays each request: to the app it fronts when the request names its own
 service, else cluster → endpoint → link through the router. Relaying never decodes
-tensors (see _relay). It registers the app's endpoint, keeps the registry's health in step
-with an app probe, and on SIGTERM drains: not ready, deregistered, no new requests,
-in-flight ones finished (up to `drain_timeout`), links closed, leases released.
+tensors (see _relay); only an app that speaks OIP instead of mesh (`--app-protocol
+oip-http|oip-grpc`) has its requests decoded and re-issued (see oip_upstream). It
+registers the app's endpoint, keeps the registry's health in step with an app probe, and
+on SIGTERM drains: not ready, deregistered, no new requests, in-flight ones finished (up
+to `drain_timeout`), links closed, leases released.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import importlib.metadata
 import json
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -32,22 +36,48 @@ from discovery import (
     Registry,
     open_registry,
 )
-from transport import BufferPool, ErrorCode, Header, LinkServer, Message, Placer, StreamLink
+from transport import (
+    BufferPool,
+    ErrorCode,
+    Header,
+    LinkServer,
+    Message,
+    Placer,
+    StreamLink,
+    Tls,
+    TlsFiles,
+    identity_uri,
+    service_of,
+)
 
 from ._admin import admin_app, start_admin, stop_admin
-from ._admission import Admission
+from ._admission import Admission, queue_limit_of
 from ._advertise import advertise_address
 from ._config import RunConfig
 from ._errors import ConfigError, Unavailable
 from ._grpc_listener import GrpcSide
+from ._health import ReplicaHealth
 from ._http_listeners import HttpSide
 from ._links import LinkPool, ShmSlot
-from ._metrics import APP_HEALTHY, IN_FLIGHT, LATENCY, RELAYED_BYTES, REQUESTS, SHM_LEASES, SHM_USED
+from ._metrics import (
+    APP_HEALTHY,
+    DENIED,
+    IN_FLIGHT,
+    LATENCY,
+    LOOP_TASKS,
+    RELAYED_BYTES,
+    REQUESTS,
+    SHM_LEASES,
+    SHM_USED,
+)
 from ._relay import keepalive, relay_parts
 from ._router import Router, policy_from_settings
 from ._serve import write_atomically
 from ._settings import Settings, format_host_port, parse_host_port
 from ._trace import ensure_traceparent
+from .oip import OipServer, oip_routes
+from .oip import Send as OipSend
+from .oip_upstream import OipUpstream, UpstreamConfig
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +105,24 @@ class Daemon:
             shm=self.shm,
             policy=policy_from_settings(self.settings),
             zone=self.settings.zone,
+            trust_domain=self.settings.trust_domain,
         )
-        self._admission = Admission(self.settings.queue_limit, self.settings.capacity)
-        self.server = LinkServer(self._handle, self.limits, self.pool)
+        self._admission = Admission(queue_limit_of(self.settings), self.settings.capacity)
+        self._health = ReplicaHealth(self._admission)  # our app's, as pings report it
+        self.server = LinkServer(
+            self._handle,
+            self.limits,
+            self.pool,
+            pong=self._pong,
+            authorize=self._authorize if self.settings.tls_on else None,
+        )
+        self.tls: Tls | None = None  # loaded in start(): reading the files is blocking I/O
         self._app = _AppLinks(self.settings, self.limits, self.pool, self.shm)
-        self._http = HttpSide(self.settings, self.router)
-        self._grpc = GrpcSide()
+        own_model = self.settings.service if self.settings.app is not None else None
+        self.oip = OipServer(self, self.limits, own_model=own_model)
+        self._loopback: LinkPool | None = None  # to our own mesh port (see `call`)
+        self._http = HttpSide(self.settings, self.router, oip_routes(self.oip, self.pool))
+        self._grpc = GrpcSide(self.oip)
         self.endpoint: Endpoint | None = None
         self.addresses: dict[str, str] = {}
         self._app_healthy = False
@@ -141,6 +183,8 @@ class Daemon:
         self.server.shm = domain
         await self.registry.__aenter__()
         await self._http.setup()
+        self.oip.version = await asyncio.to_thread(_package_version)
+        await self._start_tls()
         host, port = parse_host_port(s.mesh_addr)
         try:
             await self.server.listen_tcp(host, port, other=self._http.peer.server)
@@ -149,11 +193,21 @@ class Daemon:
                 f"mesh listener (--mesh-addr) cannot bind {s.mesh_addr}: {exc}"
             ) from None
         self.addresses["mesh"] = self.server.addresses[0]
+        if s.local_mesh_addr is not None:
+            local_host, local_port = parse_host_port(s.local_mesh_addr)
+            try:
+                await self.server.listen_tcp(local_host, local_port, plaintext=True)
+            except (OSError, transport.LinkClosed) as exc:
+                raise ConfigError(
+                    f"local mesh listener (--local-mesh-addr) cannot bind {s.local_mesh_addr}:"
+                    f" {exc}"
+                ) from None
+            self.addresses["local_mesh"] = self.server.addresses[1]
         self.addresses["http"] = await _bind_site(self._http.local, s.http_addr, "--http-addr")
         self.addresses["grpc"] = await self._grpc.start(s.grpc_addr)
         admin_host, admin_port = parse_host_port(s.admin_addr)
         self._admin, self.addresses["admin"] = await start_admin(
-            admin_app(self), admin_host, admin_port
+            admin_app(self, token=s.admin_token), admin_host, admin_port
         )
         loop = asyncio.get_running_loop()
         if s.app is not None:
@@ -167,6 +221,57 @@ class Daemon:
         if s.ready_file is not None:
             await self._write_ready_file(domain.token if domain is not None else "")
         logger.info("sidecar ready", extra={"service": s.service, **self.addresses})
+
+    async def _start_tls(self) -> None:
+        """Load the certificates (mutual TLS on the mesh), or say loudly that there is none."""
+        s = self.settings
+        if s.tls_cert is None or s.tls_key is None or s.tls_ca is None:
+            logger.warning(
+                "mesh traffic is PLAINTEXT: no --tls-cert/--tls-key/--tls-ca, so peers are not"
+                " authenticated and anyone who reaches the mesh listener can call through it"
+                " (fine for local development only)",
+                extra={"mesh_addr": s.mesh_addr},
+            )
+            return
+        files = TlsFiles(cert=s.tls_cert, key=s.tls_key, ca=s.tls_ca)
+        try:
+            self.tls = await asyncio.to_thread(Tls, files)
+        except transport.LinkClosed as exc:
+            raise ConfigError(f"--tls-cert/--tls-key/--tls-ca: {exc}") from None
+        self.server.tls = self.router.tls = self.tls
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self.tls.watch(), name="tls-reload"))
+        identity = identity_uri(s.trust_domain, s.service or "")
+        logger.info("mesh traffic is mutual TLS", extra={"identity": identity})
+
+    def _authorize(self, identities: tuple[str, ...], header: Header) -> str | None:
+        """None to serve a request from a peer known by `identities`, else why it is refused.
+
+        No identity means the request came through a plaintext local listener: the local
+        app. A peer may call this sidecar's own service (as the policy allows), never
+        use it to reach another; this sidecar's own service may (its replicas, the
+        loopback of the OIP front doors).
+        """
+        if not identities:
+            return None
+        s = self.settings
+        callers = [name for i in identities if (name := service_of(i, s.trust_domain))]
+        target = header.service or ""
+        if not callers:
+            caller = identities[0]
+            why = f"{caller} is not a service identity of trust domain {s.trust_domain!r}"
+        else:
+            caller = callers[0]
+            if caller != s.service and target != s.service:
+                why = f"{caller} may not use the sidecar of {s.service} to reach {target}"
+            elif s.authorization and not _allowed(s.authorization.get(target), caller, header):
+                method = f" method {header.method!r} of" if header.method else ""
+                why = f"{caller} may not call{method} {target} (authorization policy)"
+            else:
+                return None
+        DENIED.labels(target, caller).inc()
+        logger.warning("request refused", extra={"service": target, "caller": caller, "why": why})
+        return why
 
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain and close."""
@@ -214,6 +319,9 @@ class Daemon:
         await self.server.aclose()
         await self._http.aclose()
         await self._grpc.aclose()
+        await self.oip.aclose()
+        if self._loopback is not None:
+            await self._loopback.aclose()
         if self._admin is not None:
             await stop_admin(self._admin)  # type: ignore[arg-type]  # set by start
             self._admin = None
@@ -236,23 +344,26 @@ class Daemon:
         metrics = self._metrics.get(service) or self._service_metrics(service)
         metrics.in_flight.inc()
         outcome = "ok"
+        load: dict[str, object] = {}  # the app's queue, reported on its replies
         try:
             if service == self.settings.service and self.settings.app is not None:
-                if self.settings.app_protocol != "mesh":
+                if self.settings.app_protocol == "http":
                     raise transport.RemoteError(
                         ErrorCode.UNAVAILABLE,
-                        f"service {service!r} is an {self.settings.app_protocol} app: call it "
-                        "through the local HTTP or gRPC listener",
+                        f"service {service!r} is an http app: call it "
+                        "through the local HTTP listener",
                     )
-                entered = self._admission.enter()  # "overloaded" over --queue-limit
-                try:
+                with self._app_request():  # "overloaded" over the queue limit
+                    if self._app.upstream is not None:  # an OIP app: parsed and re-issued
+                        return await self._app.upstream.handle(message, deadline, placer)
                     link = await self._app.get()
                     reply = await self._relay(message, link, deadline)
-                finally:
-                    self._admission.leave(entered)
+                    load = self._admission.report()  # this one still counted, as serve() does
             else:
                 reply, endpoint_id = await self._route(message, deadline)
             header, parts = relay_parts(reply, placer, self.limits)
+            if load:
+                header = dataclasses.replace(header, params={**header.params, **load})
             self._count(reply, placer)
             return header, [*parts, *keepalive(message)]
         except Exception as exc:
@@ -272,6 +383,77 @@ class Daemon:
             if counter is None:
                 counter = metrics.requests[key] = REQUESTS.labels(service, *key)
             counter.inc()
+
+    # The OIP front doors' way in (sidecar.oip.Mesh)
+
+    async def serves(self, service: str) -> bool:
+        """True if requests for `service` can go somewhere: the app we front, or endpoints
+        the registry lists."""
+        s = self.settings
+        if service == s.service and s.app is not None:
+            return s.app_protocol != "http"
+        return bool((await self.router.cluster(service)).endpoints)
+
+    async def call(
+        self, service: str, send: OipSend, *, key: bytes | None, deadline: float | None
+    ) -> Message:
+        """`send` a request on a link to `service`: to the mesh app we front, through our
+        own mesh port to an OIP app (its upstream client lives there), or through the router
+        to an endpoint. Raises what the link or router raise."""
+        s = self.settings
+        started = time.perf_counter()
+        metrics = self._metrics.get(service) or self._service_metrics(service)
+        endpoint_id, outcome = "app", "ok"
+        try:
+            if service != s.service or s.app is None:
+                chosen = ""
+
+                async def routed(link: StreamLink, placer: Placer | None) -> Message:
+                    nonlocal chosen
+                    chosen = link.peer_name
+                    return await send(link, placer)
+
+                reply = await self.router.send(service, routed, key=key, deadline=deadline)
+                endpoint_id = chosen
+                return reply
+            if s.app_protocol != "mesh":
+                if self._loopback is None:
+                    own = identity_uri(s.trust_domain, s.service or "")
+                    self._loopback = LinkPool(
+                        self.addresses["mesh"], 1, self.limits, self.pool, self.shm,
+                        tls=self.tls, expect_identity=own if self.tls else None,
+                    )  # fmt: skip
+                link = await self._loopback.get()
+                return await send(link, link.placer)
+            with self._app_request():
+                link = await self._app.get()
+                return await send(link, link.placer)
+        except Exception as exc:
+            outcome = transport.error_code_of(exc).value
+            raise
+        finally:
+            metrics.latency.observe(time.perf_counter() - started)
+            REQUESTS.labels(service, endpoint_id, outcome).inc()
+
+    @contextlib.contextmanager
+    def _app_request(self) -> Iterator[None]:
+        """A request to the app we front: admitted under its queue limit (else "overloaded"),
+        and how it ended told to the app's health, which pings report."""
+        entered = self._admission.enter()
+        try:
+            yield
+        except Exception as exc:
+            self._health.observe(exc)
+            raise
+        else:
+            self._health.observe(None)
+        finally:
+            self._admission.leave(entered)
+
+    def _pong(self) -> dict[str, object]:
+        """What a PING is answered with: our app's load, and whether it serves (its probe
+        answers and it does not fail every request)."""
+        return self._health.pong(up=self.ready)
 
     def _service_metrics(self, service: str) -> _ServiceMetrics:
         """The labelled metric children of `service`, made once (labels() costs per call)."""
@@ -352,6 +534,7 @@ class Daemon:
 
     async def _export_shm(self) -> None:
         while True:
+            LOOP_TASKS.set(len(asyncio.all_tasks()))
             domain = self.shm.domain
             if domain is not None:
                 stats = domain.stats()
@@ -372,6 +555,8 @@ class Daemon:
             "admin": self.addresses.get("admin"),
             "shm_domain": shm_token,
         }
+        if "local_mesh" in self.addresses:  # only with --local-mesh-addr (TLS setups)
+            info["local_mesh"] = self.addresses["local_mesh"]
         await asyncio.to_thread(write_atomically, s.ready_file, json.dumps(info))
 
 
@@ -383,7 +568,8 @@ class _ServiceMetrics:
 
 
 class _AppLinks:
-    """The app this sidecar fronts: links to it (mesh) and its health probe."""
+    """The app this sidecar fronts: links to it (mesh) or its OIP client (oip-http,
+    oip-grpc), and its health probe."""
 
     def __init__(
         self, settings: Settings, limits: transport.Limits, pool: BufferPool, shm: ShmSlot
@@ -394,6 +580,7 @@ class _AppLinks:
             if settings.app is None or settings.app_protocol != "mesh"
             else LinkPool(app_address(settings.app), 4, limits, pool, shm)
         )
+        self.upstream = _oip_upstream(settings, limits)
         self._session: aiohttp.ClientSession | None = None
 
     async def get(self) -> StreamLink:
@@ -405,9 +592,12 @@ class _AppLinks:
             raise Unavailable(f"the app at {self._settings.app} cannot be reached: {exc}") from exc
 
     async def probe(self) -> bool:
-        """True if the app answers: a mesh PING, or a 2xx on the HTTP health path."""
+        """True if the app answers: a mesh PING, OIP server and model ready, or a 2xx on
+        the HTTP health path."""
         try:
             async with asyncio.timeout(APP_PROBE_TIMEOUT):
+                if self.upstream is not None:
+                    return await self.upstream.probe()
                 if self._links is not None:
                     link = await self._links.get()
                     await link.ping(APP_PROBE_TIMEOUT)
@@ -419,11 +609,6 @@ class _AppLinks:
     async def _probe_http(self) -> bool:
         app = self._settings.app
         assert app is not None
-        if self._settings.app_protocol == "oip-grpc":
-            host, port = parse_host_port(app.split("://", 1)[1].rstrip("/"))
-            _, writer = await asyncio.open_connection(host, port)
-            writer.close()
-            return True
         if self._session is None:
             self._session = aiohttp.ClientSession()
         url = app.rstrip("/") + self._settings.app_health_path
@@ -433,8 +618,28 @@ class _AppLinks:
     async def aclose(self) -> None:
         if self._links is not None:
             await self._links.aclose()
+        if self.upstream is not None:
+            await self.upstream.aclose()
         if self._session is not None:
             await self._session.close()
+
+
+def _oip_upstream(settings: Settings, limits: transport.Limits) -> OipUpstream | None:
+    """The OIP model server the settings front, if the app speaks OIP."""
+    protocol = settings.app_protocol
+    if settings.app is None or (protocol != "oip-http" and protocol != "oip-grpc"):
+        return None
+    model = settings.app_model or settings.service
+    assert model is not None  # load_run_config requires a service
+    config = UpstreamConfig(settings.app, protocol, model, settings.app_encoding)
+    return OipUpstream(config, limits)
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("arrowmesh")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 async def _bind_site(runner: web.AppRunner, address: str, flag: str) -> str:
@@ -465,3 +670,12 @@ async def run_daemon(config: RunConfig, env: Mapping[str, str]) -> int:
         raise
     await daemon.run()
     return 0
+
+
+def _allowed(rules: list[str] | None, caller: str, header: Header) -> bool:
+    """True if `rules` (CALLER, CALLER:METHOD or '*') let `caller` make this request."""
+    for rule in rules or ():
+        name, _, method = rule.partition(":")
+        if name in ("*", caller) and (not method or method == header.method):
+            return True
+    return False

@@ -1,5 +1,5 @@
-"""The local gRPC listener: standard gRPC health now (grpcio-health-checking); the Open
-Inference Protocol service joins it in the OIP issue."""
+"""The local gRPC listener: the Open Inference Protocol's gRPC service (sidecar.oip) and
+standard gRPC health (grpcio-health-checking)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,18 @@ from grpc_health.v1._async import HealthServicer
 
 from ._errors import ConfigError
 from ._settings import format_host_port, parse_host_port
+from .oip import OipServer
+from .oip._grpc import OipGrpcService, grpc_options
 
 _STOP_GRACE: Final = 2.0
 
 
 class GrpcSide:
-    """A grpc.aio server with the health service; SERVING while the sidecar is ready."""
+    """A grpc.aio server with the OIP service over `oip` and the health service, which
+    says SERVING while the sidecar is ready."""
 
-    def __init__(self) -> None:
+    def __init__(self, oip: OipServer) -> None:
+        self._oip = oip
         self._server: grpc.aio.Server | None = None
         self._health = HealthServicer()
         self._ready: bool | None = None
@@ -26,7 +30,8 @@ class GrpcSide:
     async def start(self, address: str) -> str:
         """Listen on HOST:PORT; the bound "host:port". Raises ConfigError naming --grpc-addr."""
         host, port = parse_host_port(address)
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=grpc_options(self._oip.limits))
+        server.add_generic_rpc_handlers((OipGrpcService(self._oip).handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         try:
             bound = server.add_insecure_port(format_host_port(host, port))

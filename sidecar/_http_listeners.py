@@ -1,12 +1,13 @@
 """The daemon's HTTP side: the local listener (`/svc/` to any service) and the peers' one
 (on the mesh port, `/svc/` to this sidecar's own app only, so a sidecar is never an open
-proxy for the network). The OIP REST routes join the local listener in the OIP issue.
+proxy for the network). The OIP REST routes (`sidecar.oip`) are the local listener's too.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 
 import aiohttp
 from aiohttp import web
@@ -31,7 +32,9 @@ HTTP_APPS = ("http", "oip-http")
 class HttpSide:
     """Both HTTP listeners' routes, sharing one client session to upstreams."""
 
-    def __init__(self, settings: Settings, router: Router) -> None:
+    def __init__(
+        self, settings: Settings, router: Router, local_routes: Sequence[web.RouteDef] = ()
+    ) -> None:
         self._settings = settings
         self._router = router
         self._rng = random.Random()
@@ -40,7 +43,7 @@ class HttpSide:
             connector=aiohttp.TCPConnector(limit=0),  # streams are long: no pool cap
             auto_decompress=False,
         )
-        self.local = self._runner(self.resolve_local)
+        self.local = self._runner(self.resolve_local, local_routes)
         self.peer = self._runner(self.resolve_peer)
 
     async def setup(self) -> None:
@@ -82,9 +85,10 @@ class HttpSide:
             )
         return Upstream(s.app.rstrip("/"), "app")
 
-    def _runner(self, resolve: Resolve) -> web.AppRunner:
+    def _runner(self, resolve: Resolve, routes: Sequence[web.RouteDef] = ()) -> web.AppRunner:
         app = web.Application()
         app.add_routes(passthrough_routes(resolve, self.session, on_done=_observe))
+        app.add_routes(routes)
         return web.AppRunner(app, access_log=None, **listener_options())
 
 

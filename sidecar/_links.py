@@ -7,7 +7,7 @@ import logging
 import threading
 
 import transport
-from transport import BufferPool, Limits, ShmDomain, StreamLink
+from transport import BufferPool, Limits, ShmDomain, StreamLink, Tls
 
 from ._settings import Settings
 
@@ -52,9 +52,19 @@ class LinkPool:
     """Up to `size` links to one address; `get` returns the least busy, opening as needed."""
 
     def __init__(
-        self, address: str, size: int, limits: Limits, pool: BufferPool, shm: ShmSlot
+        self,
+        address: str,
+        size: int,
+        limits: Limits,
+        pool: BufferPool,
+        shm: ShmSlot,
+        *,
+        tls: Tls | None = None,
+        expect_identity: str | None = None,
     ) -> None:
         self.address = address
+        self._tls = tls
+        self._expect_identity = expect_identity
         self._size = size
         self._limits = limits
         self._pool = pool
@@ -66,6 +76,11 @@ class LinkPool:
     def in_flight(self) -> int:
         """Requests waiting for a reply on this address's links."""
         return sum(link.in_flight for link in self._links)
+
+    @property
+    def connected(self) -> bool:
+        """True if a link to the address is open (`get` would not have to connect)."""
+        return any(not link.closed for link in self._links)
 
     async def get(self) -> StreamLink:
         """A link to the address. Raises transport.LinkClosed if it cannot be reached."""
@@ -83,7 +98,12 @@ class LinkPool:
             if len(self._links) < self._size:
                 domain = await self._shm.get()
                 link = await transport.connect(
-                    self.address, limits=self._limits, pool=self._pool, shm=domain
+                    self.address,
+                    limits=self._limits,
+                    pool=self._pool,
+                    shm=domain,
+                    tls=self._tls,
+                    expect_identity=self._expect_identity,
                 )
                 self._links.append(link)
         return min(self._links, key=lambda link: link.in_flight)

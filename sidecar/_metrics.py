@@ -43,3 +43,17 @@ RELAYED_BYTES: Final = Counter(
 SHM_LEASES: Final = Gauge("arrowmesh_shm_leases", "Shared-memory leases this process holds")
 SHM_USED: Final = Gauge("arrowmesh_shm_used_bytes", "Bytes of this process's arenas in use")
 APP_HEALTHY: Final = Gauge("arrowmesh_app_healthy", "1 while the fronted app answers its probe")
+DENIED: Final = Counter(
+    "arrowmesh_denied",
+    "Requests refused by the authorization policy, by called service and caller",
+    ["service", "caller"],
+)
+RETRIES: Final = Counter(
+    "arrowmesh_retries",
+    "Tries after the first, by service and the outcome retried",
+    ["service", "outcome"],
+)
+HEDGES: Final = Counter("arrowmesh_hedges", "Second tries sent past the hedge delay", ["service"])
+LOOP_TASKS: Final = Gauge(
+    "arrowmesh_event_loop_tasks", "Tasks alive on the sidecar's event loop (flat when idle)"
+)

@@ -6,6 +6,8 @@ endpoints are skipped, and a retry account: a try that fails retryably (connecti
 refused, UNAVAILABLE for an idempotent request, shed) is tried again on another endpoint
 after a jittered back-off, within the caller's deadline and the cluster's retry budget.
 The request is replayed as it was (a relayed message goes on by reference again).
+Active checks ping ejected endpoints, which come back early only if their app is healthy,
+and idle ones for their load (see `check`).
 """
 
 from __future__ import annotations
@@ -41,11 +43,23 @@ from discovery import (
     RingHashBalancer,
     RoundRobinBalancer,
 )
-from transport import BufferPool, ErrorCode, Limits, Message, Placer, StreamLink
+from transport import (
+    BufferPool,
+    ErrorCode,
+    Header,
+    Kind,
+    Limits,
+    Message,
+    Placer,
+    StreamLink,
+    Tls,
+    identity_uri,
+)
 
 from ._admission import OVERLOADED, retry_after_of
 from ._errors import Unavailable
 from ._links import LinkPool, ShmSlot
+from ._metrics import HEDGES, RETRIES
 from ._settings import BalancerName, Settings
 
 logger = logging.getLogger(__name__)
@@ -143,7 +157,11 @@ def outcome_of(exc: BaseException, sent: bool) -> Outcome:
             return Outcome.UNAVAILABLE
         if exc.code is ErrorCode.RESOURCE_EXHAUSTED and exc.message.startswith(OVERLOADED):
             return Outcome.OVERLOADED
-        if exc.code in (ErrorCode.INVALID_ARGUMENT, ErrorCode.NOT_FOUND):
+        if exc.code in (
+            ErrorCode.INVALID_ARGUMENT,
+            ErrorCode.NOT_FOUND,
+            ErrorCode.PERMISSION_DENIED,
+        ):
             return Outcome.BAD_REQUEST
         if exc.code is ErrorCode.DEADLINE_EXCEEDED:
             return Outcome.DEADLINE_EXCEEDED
@@ -170,7 +188,11 @@ class Router:
         policy: Callable[[str], RoutePolicy] | None = None,
         zone: str = "",
         check_interval: float = 1.0,
+        tls: Tls | None = None,
+        trust_domain: str = "",
     ) -> None:
+        self.tls = tls  # mutual TLS to endpoints, each expected to be its service's identity
+        self._trust_domain = trust_domain
         self._zone = zone
         self._check_interval = check_interval
         self._checker: asyncio.Task[None] | None = None
@@ -273,6 +295,7 @@ class Router:
                                        "outcome": outcome.value, "attempt": decision.attempt}
                 )  # fmt: skip
                 attempt = decision.attempt
+                RETRIES.labels(service, outcome.value).inc()
                 if decision.delay:
                     await asyncio.sleep(decision.delay)
 
@@ -303,14 +326,12 @@ class Router:
                 route.hedger.observe(now - started, now)
             raise
         now = loop.time()
+        # Before `observe`: the replica's count includes this request, still ours until then.
+        _report_load(route, endpoint, reply.header.params, now)
         route.balancer.observe(endpoint, now - started, True, now)
         route.outlier.observe(endpoint.id, Outcome.OK, now)
         if route.hedger is not None:
             route.hedger.observe(now - started, now)
-        load = reply.header.params.get("load")
-        if isinstance(load, list) and len(load) == 2 and all(type(v) is int for v in load):
-            # The replica's own queue, across all its callers (mesh-wide load).
-            route.balancer.report_load(endpoint, load[0], load[1], now)
         return reply
 
     async def _hedged(
@@ -335,6 +356,7 @@ class Router:
                 if not done and route.retrier.allow_hedge(now, deadline):
                     second = self._pick(route, tried | {first.id}, key, now)
                     if second is not None:
+                        HEDGES.labels(first.service).inc()
                         tries.append(loop.create_task(self._attempt(route, second, send)))
             failure: BaseException | None = None
             pending = set(tries)
@@ -367,27 +389,55 @@ class Router:
         if self._owns_registry:
             await self._registry.aclose()
 
-    async def _check_ejected(self) -> None:
-        """Active checks: ping each ejected endpoint; one that answers comes back early."""
-        loop = asyncio.get_running_loop()
+    async def check(self) -> None:
+        """One round of active checks, every `check_interval`: each ejected endpoint is
+        pinged, and comes back early if its PONG says its app is healthy (a link that answers
+        is not enough: an app may fail every request); each endpoint we hold an idle link to
+        is pinged for its load. Every PONG's load report goes to the balancer."""
+        now = asyncio.get_running_loop().time()
+        checks = []
+        for route in list(self._routes.values()):
+            ejected = route.outlier.ejected(now)
+            for endpoint in route.cluster.endpoints:
+                if endpoint.id in ejected:
+                    checks.append(self._check(route, endpoint, ejected=True))
+                elif self._idle(route, endpoint, now):
+                    checks.append(self._check(route, endpoint, ejected=False))
+        await asyncio.gather(*checks)  # each bounded by its ping's timeout
+
+    async def _check_periodically(self) -> None:
         while True:
             await asyncio.sleep(self._check_interval)
-            for route in list(self._routes.values()):
-                ejected = route.outlier.ejected(loop.time())
-                for endpoint in route.cluster.endpoints:
-                    if endpoint.id in ejected:
-                        ok = await self._ping(endpoint)
-                        if route.outlier.checked(endpoint.id, ok, loop.time()):
-                            logger.info("endpoint back after an active check",
-                                        extra={"endpoint": endpoint.id})  # fmt: skip
+            await self.check()
 
-    async def _ping(self, endpoint: Endpoint) -> bool:
+    def _idle(self, route: _Route, endpoint: Endpoint, now: float) -> bool:
+        """True if we have a link to `endpoint` open but no request on it: no reply brings
+        its load, so a ping does (what its other callers send it)."""
+        links = self._links.get(endpoint.authority)
+        idle = links is not None and links.connected and links.in_flight == 0
+        return idle and route.balancer.load(endpoint, now).outstanding == 0
+
+    async def _check(self, route: _Route, endpoint: Endpoint, *, ejected: bool) -> None:
+        params = await self._ping(endpoint)
+        now = asyncio.get_running_loop().time()
+        if params is not None:
+            _report_load(route, endpoint, params, now)
+        if ejected:
+            healthy = params is not None and params.get("healthy") is not False
+            if route.outlier.checked(endpoint.id, healthy, now):
+                logger.info("endpoint back after an active check",
+                            extra={"endpoint": endpoint.id})  # fmt: skip
+
+    async def _ping(self, endpoint: Endpoint) -> dict[str, object] | None:
+        """The params of the endpoint's PONG (a replica without any: {}); None if it did
+        not answer in time."""
         try:
-            link = await self._links_to(endpoint).get()
-            await link.ping(min(self._check_interval, 2.0))
+            async with asyncio.timeout(min(self._check_interval, 2.0)):
+                link = await self._links_to(endpoint).get()
+                pong = await link.request(Header(Kind.PING))
         except (transport.TransportError, TimeoutError):
-            return False
-        return True
+            return None
+        return pong.header.params
 
     async def _open(self, service: str) -> Cluster:
         cluster = Cluster(service, self._registry)
@@ -439,7 +489,7 @@ class Router:
                 self._routes[service] = route
                 if self._checker is None:
                     self._checker = asyncio.get_running_loop().create_task(
-                        self._check_ejected(), name="router-outlier-checks"
+                        self._check_periodically(), name="router-active-checks"
                     )
         return route
 
@@ -464,7 +514,23 @@ class Router:
         links = self._links.get(endpoint.authority)
         if links is None:
             links = LinkPool(
-                endpoint.authority, self._connections, self._limits, self._pool, self._shm
+                endpoint.authority,
+                self._connections,
+                self._limits,
+                self._pool,
+                self._shm,
+                tls=self.tls,
+                expect_identity=(
+                    None if self.tls is None else identity_uri(self._trust_domain, endpoint.service)
+                ),
             )
             self._links[endpoint.authority] = links
         return links
+
+
+def _report_load(route: _Route, endpoint: Endpoint, params: dict[str, object], now: float) -> None:
+    """Give the balancer the load a reply's or PONG's params report, if well formed."""
+    load = params.get("load")
+    if isinstance(load, list) and len(load) == 2 and all(type(v) is int and v >= 0 for v in load):
+        # The replica's own queue, across all its callers (mesh-wide load).
+        route.balancer.report_load(endpoint, load[0], load[1], now)

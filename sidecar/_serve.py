@@ -38,9 +38,11 @@ from ._admission import Admission
 from ._advertise import advertise_address
 from ._client import alloc_in
 from ._errors import Unavailable
+from ._health import ReplicaHealth
 from ._links import ShmSlot
 from ._loop import run
 from ._settings import Settings
+from ._signature import TensorSpec, signature_params
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +86,14 @@ class Service:
         discovery: str | None = None,
         advertise_addr: str | None = None,
         queue_limit: int = 0,
+        inputs: Sequence[TensorSpec] = (),
+        outputs: Sequence[TensorSpec] = (),
     ) -> None:
         if not service:
             raise ValueError("service name must not be empty")
         self._admission = Admission(queue_limit)
+        self._health = ReplicaHealth(self._admission)  # what pings are answered with
+        self._signature = signature_params(inputs, outputs)  # a "metadata" request's answer
         self._discovery = discovery
         self._advertise = advertise_addr
         self._registry: Registry | None = None
@@ -100,7 +106,7 @@ class Service:
         self._handler = handler
         self._async = _is_async(handler)
         self._host, self._port, self._uds_path = host, port, uds_path
-        self._server = LinkServer(self._handle, self.limits, self.pool)
+        self._server = LinkServer(self._handle, self.limits, self.pool, pong=self._health.pong)
 
     @property
     def shm(self) -> ShmDomain | None:
@@ -187,9 +193,12 @@ class Service:
         self.stats.requests += 1
         started = self._admission.enter()  # raises "overloaded" over the queue limit
         try:
-            return await self._reply(message, header, place)
-        except Exception:
+            reply = await self._reply(message, header, place)
+            self._health.observe(None)
+            return reply
+        except Exception as exc:
             self.stats.failures += 1
+            self._health.observe(exc)
             raise
         finally:
             self._admission.leave(started)
@@ -200,6 +209,8 @@ class Service:
                 ErrorCode.NOT_FOUND,
                 f"unknown service {header.service!r}: this endpoint serves {self.service!r}",
             )
+        if header.method == "metadata":
+            return Header(Kind.RESPONSE, traceparent=header.traceparent, params=self._signature), []
         if header.method not in ("", "infer"):
             raise RemoteError(ErrorCode.NOT_FOUND, f"unknown method {header.method!r}")
         body = message.body_view()
@@ -267,8 +278,13 @@ def serve(
     shm_dir: str | None = None,
     discovery: str | None = None,
     queue_limit: int = 0,
+    inputs: Sequence[TensorSpec] = (),
+    outputs: Sequence[TensorSpec] = (),
 ) -> None:
     """Serve `handler(inputs) -> outputs` as mesh service `service` until SIGTERM or SIGINT.
+
+    `inputs` and `outputs` declare the handler's signature, which sidecars report as the
+    model's metadata (Open Inference Protocol `GET /v2/models/{service}`).
 
     With `queue_limit` > 0, requests beyond that many at once are answered at once with a
     retryable "overloaded" error carrying a retry-after (load shedding).
@@ -291,6 +307,8 @@ def serve(
         shm_dir=shm_dir,
         discovery=discovery,
         queue_limit=queue_limit,
+        inputs=inputs,
+        outputs=outputs,
     )
     run(_serve_until_signal(svc, ready_file, tuple(warm_sizes), drain_timeout))
 

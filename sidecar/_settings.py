@@ -36,6 +36,7 @@ from transport import Limits, ShmDomain
 _DEFAULTS = Limits()
 
 AppProtocol = Literal["mesh", "oip-http", "oip-grpc", "http"]
+AppEncoding = Literal["auto", "binary", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["json", "text"]
 Origin = Literal["flag", "env", "file", "default"]
@@ -43,6 +44,9 @@ Origin = Literal["flag", "env", "file", "default"]
 MAX_WEIGHT: Final = 1_000_000  # discovery's Endpoint accepts weights in 1..MAX_WEIGHT
 # The rule discovery's Endpoint applies to service names and ids (DNS label sized).
 _NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_TRUST_DOMAIN: Final = re.compile(r"^[a-z0-9._-]{1,255}$")  # SPIFFE: lowercase, no port
+# An OIP model name goes in a URL path (quoted by the client): anything printable will do.
+_MODEL: Final = re.compile(r"^[^\s\x00-\x1f\x7f]{1,255}$")
 _HOSTNAME: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 _SECRET_WORD: Final = re.compile(r"token|secret|password|passwd|key", re.IGNORECASE)
 MASK: Final = "***"
@@ -160,8 +164,34 @@ def _is_app_url(value: str, schemes: frozenset[str]) -> bool:
     return parts.scheme in schemes and bool(parts.hostname)
 
 
+def _check_trust_domain(value: str) -> str:
+    if not _TRUST_DOMAIN.match(value):
+        raise ValueError(
+            f"{value!r} is not a trust domain: lowercase letters, digits, '.', '-', '_'"
+        )
+    return value
+
+
+def _check_loopback(value: str | None) -> str | None:
+    if value is None:
+        return None
+    _check_host_port(value)
+    host = value.rpartition(":")[0].strip("[]")
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        raise ValueError(f"{value!r} is not a loopback address: the plaintext listener stays local")
+    return value
+
+
 def _check_zone(value: str) -> str:
     return value and str(_check_name(value))
+
+
+def _check_model(value: str | None) -> str | None:
+    if value is not None and not _MODEL.match(value):
+        raise ValueError(
+            f"{value!r} is not a model name: 1-255 characters, no spaces or control characters"
+        )
+    return value
 
 
 def _check_path(value: str) -> str:
@@ -195,6 +225,7 @@ class ServiceOverrides(BaseModel):
     hedge: bool | None = None
     eject_after: int | None = Field(None, ge=0)
     max_ejected: float | None = Field(None, ge=0.0, le=1.0)
+    queue_limit: int | None = Field(None, ge=0)  # the sidecar fronting this service sheds
 
 
 def _json_object(value: object) -> object:
@@ -222,7 +253,7 @@ class Settings(BaseSettings):
 
     # Fields whose values are secrets: masked whole by `redacted()` (issue 10 adds key
     # tokens here; a test fails when a secret-sounding field is missing from this set).
-    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"admin_token"})
     # Fields holding URIs that may carry credentials: user-info and token query masked.
     URI_FIELDS: ClassVar[frozenset[str]] = frozenset({"app", "discovery"})
 
@@ -263,6 +294,14 @@ class Settings(BaseSettings):
     app_health_path: Annotated[str, AfterValidator(_check_path)] = Field(
         "/healthz", description="health path of an http app"
     )
+    app_model: Annotated[OptionalStr, AfterValidator(_check_model)] = Field(
+        None, description="model name at an oip-http/oip-grpc app (default: the service name)"
+    )
+    app_encoding: Annotated[AppEncoding, BeforeValidator(_lower)] = Field(
+        "auto",
+        description="tensors to an oip-http app: binary extension, json, or auto (binary"
+        " if the server lists binary_tensor_data)",
+    )
     log_level: Annotated[LogLevel, BeforeValidator(_lower)] = Field(
         "info", description="least severe log level written"
     )
@@ -292,7 +331,10 @@ class Settings(BaseSettings):
         0.2, ge=0.0, le=1.0, description="retries allowed as a fraction of recent requests"
     )
     queue_limit: int = Field(
-        0, ge=0, description="requests to the app at once before shedding (0: no limit)"
+        0,
+        ge=0,
+        description="requests to the app at once before shedding (0: no limit; the fronted"
+        " service's `services` entry wins)",
     )
     hedge: bool = Field(
         False, description="send a second try to another endpoint after the p95 latency"
@@ -303,10 +345,36 @@ class Settings(BaseSettings):
     max_ejected: float = Field(
         0.5, ge=0.0, le=1.0, description="most of a cluster that may be ejected at once"
     )
+    tls_cert: OptionalStr = Field(
+        None,
+        description="PEM certificate chain of this sidecar: mutual TLS on the mesh listener"
+        " and on links to peers (with --tls-key and --tls-ca)",
+    )
+    tls_key: OptionalStr = Field(None, description="PEM private key of --tls-cert")
+    tls_ca: OptionalStr = Field(
+        None, description="PEM bundle of the CAs peers' certificates must chain to"
+    )
+    trust_domain: Annotated[str, AfterValidator(_check_trust_domain)] = Field(
+        "arrowmesh.local",
+        description="SPIFFE trust domain of identities: spiffe://DOMAIN/service/NAME",
+    )
+    local_mesh_addr: Annotated[OptionalStr, AfterValidator(_check_loopback)] = Field(
+        None,
+        description="plaintext mesh listener for the local app when TLS is on (loopback only;"
+        " its callers are this sidecar's own service)",
+    )
+    authorization: Annotated[dict[str, list[str]], BeforeValidator(_json_object)] = Field(
+        default_factory=dict,
+        description="which caller services may call each service: {service: [caller, ...]}"
+        " ('*' any verified caller, 'caller:method' one method); needs TLS",
+    )
+    admin_token: OptionalStr = Field(
+        None, description="bearer token the admin listener asks for (not on /healthz, /readyz)"
+    )
     services: Annotated[dict[str, ServiceOverrides], BeforeValidator(_json_object)] = Field(
         default_factory=dict,
         description="per-service overrides of balancer, max_attempts, retry_budget_ratio,"
-        " hedge, eject_after, max_ejected"
+        " hedge, eject_after, max_ejected, queue_limit"
         " (a mapping in YAML, JSON in a flag or variable)",
     )
 
@@ -343,6 +411,36 @@ class Settings(BaseSettings):
     def _limits_work_together(self) -> Settings:
         self.limits()  # Limits.__post_init__ says what does not fit, as a ValueError
         return self
+
+    @model_validator(mode="after")
+    def _tls_settings_work_together(self) -> Settings:
+        names = ("tls_cert", "tls_key", "tls_ca")
+        given = [f"--{n.replace('_', '-')}" for n in names if getattr(self, n)]
+        if given and len(given) != 3:
+            raise ValueError(
+                f"--tls-cert, --tls-key and --tls-ca go together; only {', '.join(given)} is set"
+            )
+        if self.authorization and not given:
+            raise ValueError(
+                "--authorization needs --tls-cert, --tls-key and --tls-ca: callers are known"
+                " by their certificates"
+            )
+        if self.local_mesh_addr and not given:
+            raise ValueError("--local-mesh-addr is for TLS setups; without TLS use --mesh-addr")
+        for service, callers in self.authorization.items():
+            for caller in callers:
+                name, _, method = caller.partition(":")
+                if not (name == "*" or _NAME.match(name)) or (method and not _NAME.match(method)):
+                    raise ValueError(
+                        f"--authorization: {caller!r} (for {service!r}) is not CALLER,"
+                        " CALLER:METHOD or '*'"
+                    )
+        return self
+
+    @property
+    def tls_on(self) -> bool:
+        """True when the mesh listener and peer links use mutual TLS."""
+        return self.tls_cert is not None
 
     def shm_domain(self, shm_dir: str | None = None) -> ShmDomain | None:
         """This process's place in the shared-memory directory (blocking: files, pre-fault).

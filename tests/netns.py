@@ -61,6 +61,13 @@ class Host:
         """Run `argv` in this namespace to completion; its stdout, or CalledProcessError."""
         return _run(self.command(argv), timeout)
 
+    def set_link(self, up: bool) -> None:
+        """Plug this host's interface into the bridge (`up`) or unplug it: a partition.
+
+        Nothing answers an unplugged host: its peers' packets are dropped, not refused.
+        """
+        _run(self.ip("link", "set", self.interface, "up" if up else "down"))
+
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         """Start `argv` in this namespace (the Popen is the process itself: `ip` execs it)."""
         return subprocess.Popen(self.command(argv), **kwargs)

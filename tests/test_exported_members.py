@@ -8,7 +8,7 @@ import types
 import pytest
 
 
-@pytest.mark.parametrize("name", ["transport", "discovery", "sidecar"])
+@pytest.mark.parametrize("name", ["transport", "discovery", "sidecar", "sidecar.oip_upstream"])
 def test_all_matches_the_public_names(name: str) -> None:
     package = importlib.import_module(name)
     public = {

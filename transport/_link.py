@@ -623,9 +623,17 @@ class LinkServer:
             self._idle.set()
 
     async def listen_tcp(
-        self, host: str, port: int, *, other: ProtocolFactory | None = None
+        self,
+        host: str,
+        port: int,
+        *,
+        other: ProtocolFactory | None = None,
+        plaintext: bool = False,
     ) -> str:
         """Start accepting on host:port (0 picks a free port); returns the bound "host:port".
+
+        With `plaintext`, this listener takes plain links even when the server has `tls`
+        (a loopback listener for a local app); its callers present no identity.
 
         With `other`, connections that do not open with a mesh frame (HTTP, say) are
         handed to a protocol from `other` instead.
@@ -639,7 +647,7 @@ class LinkServer:
             return mesh() if other is None else Sniffer(mesh, other)
 
         try:
-            ssl = None if self.tls is None else self.tls.listener_context
+            ssl = None if self.tls is None or plaintext else self.tls.listener_context
             server = await loop.create_server(factory, host, port, ssl=ssl)
         except OSError as exc:
             raise LinkClosed(f"cannot listen on {host}:{port}: {exc}") from exc

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +72,11 @@ def sidecars(tmp_path: Path, consul: str) -> Iterator[Callable[..., Sidecar]]:
     started: list[Sidecar] = []
 
     def start(
-        service: str, app: str | None = None, shm_dir: str | None = None, app_protocol: str = "mesh"
+        service: str,
+        app: str | None = None,
+        shm_dir: str | None = None,
+        app_protocol: str = "mesh",
+        extra: Sequence[str] = (),
     ) -> Sidecar:
         n = len(started)
         ready, log = tmp_path / f"sidecar-{n}.json", tmp_path / f"sidecar-{n}.log"
@@ -84,6 +88,7 @@ def sidecars(tmp_path: Path, consul: str) -> Iterator[Callable[..., Sidecar]]:
                 "--log-format", "text"]  # fmt: skip
         if app is not None:
             argv += ["--app", app, "--app-protocol", app_protocol]
+        argv += extra
         env = child_env()
         if shm_dir is not None:
             env["ARROWMESH_SHM_DIR"] = shm_dir

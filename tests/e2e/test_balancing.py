@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from sidecar import MeshClient
+from sidecar import HandlerError, MeshClient, RoutePolicy
+from sidecar._settings import BalancerName
 
-from ..conftest import ServeProcess
+from ..conftest import ServeProcess, child_env, wait_for
+from .conftest import Sidecar
 
 REPLICA = """
 import asyncio
@@ -75,15 +81,49 @@ def test_a_slow_replica_gets_little_traffic(
         assert replica.stop() == 0
 
 
-def test_a_failing_replica_is_retried_around_and_ejected(
+def test_a_failing_replica_is_retried_around_and_stays_ejected_for_every_policy(
     serve_process: Callable[[str], ServeProcess], tmp_path: Path
 ) -> None:
     replicas, discovery = _replicas(serve_process, tmp_path, [0.001] * 4, failing=2)
     answered, failed = asyncio.run(_load(discovery, callers=4, requests=600))
     assert failed == 0, answered
     assert sum(answered.values()) == 600 and 2 not in answered
+    # Its link answers every active check, ten a second here; its app fails every request.
+    # Let back by each check, it would cost five more retries every time.
+    policies: list[BalancerName] = ["peak_ewma", "least_request", "round_robin", "ring_hash"]
+    results = asyncio.run(_sustained(discovery, policies, seconds=1.5))
+    for policy, (requests, failed, retries) in zip(policies, results, strict=True):
+        assert failed == 0 and requests >= 50, (policy, requests, failed)
+        assert retries <= 5, (policy, retries)  # the tries that ejected it, none after
     for replica in replicas:
         assert replica.stop() == 0
+
+
+async def _sustained(
+    discovery: str, policies: list[BalancerName], seconds: float
+) -> list[tuple[int, int, int]]:
+    """A caller per policy, one request at a time for `seconds`, active checks every 0.1 s:
+    for each, (requests, failed requests, retries)."""
+
+    async def caller(policy: BalancerName) -> tuple[int, int, int]:
+        async with MeshClient(
+            discovery=discovery, shm_dir="", policy=RoutePolicy(balancer=policy)
+        ) as client:
+            router = await client._proxyless()
+            router._check_interval = 0.1
+            loop = asyncio.get_running_loop()
+            end, requests, failed = loop.time() + seconds, 0, 0
+            while loop.time() < end and requests < 1000:
+                requests += 1
+                try:
+                    await client.infer("model", {"x": np.ones(4)}, timeout=5)
+                except Exception:  # counted: the test asserts on it
+                    failed += 1
+                await asyncio.sleep(0.005)  # paces the load
+            _, retries = router._routes["model"].retrier.account.totals(loop.time())
+            return requests, failed, retries
+
+    return list(await asyncio.gather(*(caller(p) for p in policies)))
 
 
 SLOW = """
@@ -258,3 +298,80 @@ def test_an_endpoint_at_its_advertised_capacity_is_not_sent_more(
     assert max(asyncio.run(two_callers())) == 1  # never two at once on one replica
     for replica in replicas:
         assert replica.stop() == 0
+
+
+MODEL = """
+import asyncio
+from sidecar import serve
+async def handle(inputs):
+    if "fail" in inputs:
+        raise RuntimeError("the model is broken")
+    if "slow" in inputs:
+        await asyncio.sleep(0.3)
+    return dict(inputs)
+serve(handle, service="model", ready_file={ready!r}, uds_path={uds!r})
+"""
+
+
+def _front(app: ServeProcess, tmp_path: Path, *flags: str) -> Sidecar:
+    """`sidecar run` in front of `app`, with a static registry of its own."""
+    mesh, ready, log = tmp_path / "mesh.yaml", tmp_path / "sidecar.json", tmp_path / "sidecar.log"
+    mesh.write_text("services: {}\n")
+    argv = [sys.executable, "-m", "sidecar", "run", "--service", "model",
+            "--app", f"tcp://{app.mesh}", "--discovery", f"static://{mesh}",
+            "--mesh-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+            "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0",
+            "--ready-file", str(ready), "--app-health-interval", "0.2",
+            "--log-format", "text", *flags]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
+    wait_for(lambda: ready.exists() or proc.poll() is not None, 30, "the sidecar's ready file")
+    assert proc.poll() is None, log.read_text()[-3000:]
+    return Sidecar(proc, json.loads(ready.read_text()), log)
+
+
+def test_a_sidecar_sheds_over_its_services_queue_limit_and_pings_tell_load_and_health(
+    serve_process: Callable[[str], ServeProcess], tmp_path: Path
+) -> None:
+    app = serve_process(MODEL)
+    limit = json.dumps({"model": {"queue_limit": 1}, "other": {"queue_limit": 9}})
+    front = _front(app, tmp_path, "--queue-limit", "5", "--services", limit)
+    try:
+        wait_for(lambda: front.admin("/readyz")[0] == 200, 20, "the app's probe to pass")
+        asyncio.run(_shed_and_ping(front.mesh))
+        assert front.stop() == 0
+    finally:
+        if front.proc.poll() is None:
+            front.proc.kill()
+            front.proc.wait()
+    assert app.stop() == 0
+
+
+async def _shed_and_ping(mesh: str) -> None:
+    import transport
+
+    link = await transport.connect(mesh)
+    loop = asyncio.get_running_loop()
+
+    async def pong() -> dict[str, object]:
+        reply = await link.request(transport.Header(transport.Kind.PING), deadline=loop.time() + 5)
+        return reply.header.params
+
+    try:
+        assert await pong() == {"healthy": True, "load": [0, 1]}  # the service's own limit
+        header = transport.Header(transport.Kind.REQUEST, service="model", method="infer")
+        reply = await link.request(header, deadline=loop.time() + 5)
+        assert reply.header.params["load"] == [1, 1]  # replies tell it too, this one counted
+        async with MeshClient(mesh, shm_dir="") as client, asyncio.timeout(10):
+            calls = [client.infer("model", {"slow": np.ones(1)}, timeout=5) for _ in range(2)]
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            errors = [r for r in results if isinstance(r, Exception)]
+            assert len(errors) == 1 and "overloaded" in str(errors[0]), results
+            for _ in range(5):  # the app answers its probe all along
+                with pytest.raises(HandlerError):
+                    await client.infer("model", {"fail": np.ones(1)})
+            assert await pong() == {"healthy": False, "load": [0, 1]}
+            await client.infer("model", {"x": np.ones(1)})
+            assert (await pong())["healthy"] is True
+    finally:
+        await link.aclose()

@@ -185,3 +185,18 @@ def test_bench_balance_rejects_an_unknown_scenario(tmp_path: Path) -> None:
     result = sidecar("bench", "balance", "--scenarios", "flaky", "--out", str(tmp_path))
     assert result.returncode == 2
     assert "slow,failing" in result.stdout
+
+
+@pytest.mark.timeout(150)
+def test_bench_soak_under_every_fault_loses_no_request_and_leaks_nothing(tmp_path: Path) -> None:
+    result = sidecar("bench", "soak", "--quick", "--out", str(tmp_path), timeout=140)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "soak.json").read_text())
+    requests = report["requests"]
+    assert requests["sent"] > 1000 and requests["failed"] == 0, requests
+    assert requests["succeeded"] == requests["sent"] and requests["wrong_answers"] == 0
+    faults = {f["fault"]: f for f in report["faults"]}
+    assert len(faults) == 7 and all(f["ok"] for f in faults.values()), faults
+    start, end = report["resources"]["start"], report["resources"]["end"]
+    assert end["leases"] <= start["leases"] and end["shm_used_bytes"] <= start["shm_used_bytes"]
+    assert report["shm_leftovers"] == []

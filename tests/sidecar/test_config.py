@@ -38,6 +38,8 @@ BAD: dict[str, str] = {
     "capacity": "-1",
     "app_health_interval": "nan",
     "app_health_path": "healthz",
+    "app_model": "two words",
+    "app_encoding": "xml",
     "log_level": "verbose",
     "log_format": "xml",
     "max_message_size": "0",
@@ -59,8 +61,12 @@ BAD: dict[str, str] = {
     "hedge": "perhaps",
     "eject_after": "-1",
     "max_ejected": "1.5",
+    "trust_domain": "Upper.Case",
+    "local_mesh_addr": "10.0.0.1:7703",
+    "authorization": "{not json",
 }
-ANY_STRING = {"shm_dir", "config", "ready_file"}
+ANY_STRING = {"shm_dir", "config", "ready_file", "admin_token"}
+TOGETHER = {"tls_cert", "tls_key", "tls_ca"}  # any path; wrong when one is given alone
 
 
 def write_yaml(tmp_path: Path, data: object, name: str = "mesh.yaml") -> str:
@@ -74,7 +80,17 @@ def names_of(field: str) -> list[str]:
 
 
 def test_every_setting_has_a_bad_value_under_test() -> None:
-    assert set(BAD) | ANY_STRING == set(Settings.model_fields)
+    assert set(BAD) | ANY_STRING | TOGETHER == set(Settings.model_fields)
+
+
+@pytest.mark.parametrize("field", sorted(TOGETHER))
+def test_one_tls_file_alone_is_an_error_naming_all_three(field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_run_settings(["--service", "svc", names_of(field)[0], "/some/file.pem"], {})
+    message = str(caught.value)
+    assert "go together" in message
+    for name in TOGETHER:
+        assert all(spelling in message for spelling in names_of(name))
 
 
 @pytest.mark.parametrize(

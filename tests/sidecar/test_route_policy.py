@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sidecar import ConfigError
+from sidecar._admission import queue_limit_of
 from sidecar._config import load_run_settings
 from sidecar._router import policy_from_settings
 
@@ -48,3 +49,14 @@ def test_outlier_settings_per_service() -> None:
     assert off.outlier.consecutive_failures is None and off.outlier.failure_rate is None
     assert quarter.outlier.max_ejection_fraction == 0.25
     assert default.outlier.consecutive_failures == 5
+
+
+def test_the_fronted_services_queue_limit_wins_and_other_entries_are_for_their_sidecars() -> None:
+    overrides = json.dumps({"embedder": {"queue_limit": 2}, "ranker": {"queue_limit": 0}})
+    argv = ["--queue-limit", "8", "--services", overrides]
+    settings = {s: load_run_settings(["--service", s, *argv], {}) for s in ("embedder", "ranker")}
+    assert queue_limit_of(settings["embedder"]) == 2
+    assert queue_limit_of(settings["ranker"]) == 0  # no shedding for this one
+    assert queue_limit_of(load_run_settings(["--service", "other", *argv], {})) == 8
+    with pytest.raises(ConfigError, match="--services"):
+        load_run_settings(["--service", "x", "--services", '{"x": {"queue_limit": -1}}'], {})

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+import transport
 from sidecar import (
     DeadlineExceeded,
     HandlerError,
@@ -20,7 +21,7 @@ from sidecar import (
     Service,
     Unavailable,
 )
-from transport import ErrorCode
+from transport import ErrorCode, Header, Kind
 
 Arrays = dict[str, npt.NDArray[Any]]
 
@@ -208,3 +209,41 @@ def test_bad_addresses_are_rejected_up_front() -> None:
         MeshClient("nonsense")
     with pytest.raises(ValueError, match="at least 1"):
         MeshClient("127.0.0.1:1", connections=0)
+
+
+async def test_pings_are_answered_with_the_load_and_whether_the_app_serves() -> None:
+    running, release = asyncio.Event(), asyncio.Event()
+
+    async def app(inputs: Arrays) -> Arrays:
+        if "fail" in inputs:
+            raise RuntimeError("the model is broken")
+        if "wait" in inputs:
+            running.set()
+            await release.wait()
+        return {}
+
+    async with Service(app, service="app", queue_limit=4) as svc:
+        link = await transport.connect(svc.address)
+
+        async def pong() -> dict[str, object]:
+            reply = await link.request(
+                Header(Kind.PING), deadline=asyncio.get_running_loop().time() + 5
+            )
+            return reply.header.params
+
+        try:
+            assert await pong() == {"healthy": True, "load": [0, 4]}
+            async with MeshClient(svc.address, shm_dir="") as client, asyncio.timeout(10):
+                waiting = asyncio.create_task(client.infer("app", {"wait": np.ones(1)}))
+                await running.wait()
+                assert await pong() == {"healthy": True, "load": [1, 4]}
+                release.set()
+                await waiting
+                for _ in range(5):  # the link answers all along; the app fails every request
+                    with pytest.raises(HandlerError):
+                        await client.infer("app", {"fail": np.ones(1)})
+                assert await pong() == {"healthy": False, "load": [0, 4]}
+                await client.infer("app", {"x": np.ones(1)})
+                assert (await pong())["healthy"] is True
+        finally:
+            await link.aclose()
