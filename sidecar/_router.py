@@ -96,11 +96,21 @@ class _Route:
     outlier: OutlierDetector
     retrier: Retrier
     hedger: Hedger | None = None
+    known: dict[str, Endpoint] = field(default_factory=dict)
 
     def membership_changed(self, endpoints: tuple[Endpoint, ...]) -> None:
         now = time.monotonic()
+        changed = {e.id for e in endpoints if self.known.get(e.id, e) != e}
+        if changed:
+            # Re-announced with another record (a restarted replica: new port or shm
+            # domain): what was learned of the old one (a failure-penalised estimate, an
+            # ejection) is forgotten, as for an endpoint that left and came back.
+            kept = [e for e in endpoints if e.id not in changed]
+            self.balancer.update(kept, now)
+            self.outlier.update([e.id for e in kept], now)
         self.balancer.update(endpoints, now)
         self.outlier.update([e.id for e in endpoints], now)
+        self.known = {e.id: e for e in endpoints}
 
 
 def policy_from_settings(settings: Settings) -> Callable[[str], RoutePolicy]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from discovery import open_registry
+from discovery import (
+    Cluster,
+    Endpoint,
+    Outcome,
+    OutlierDetector,
+    OutlierPolicy,
+    PeakEwmaBalancer,
+    Retrier,
+    open_registry,
+)
 from sidecar import MeshClient, RoutePolicy, Service, Unavailable
 from sidecar._links import ShmSlot
 from sidecar._request import build_request
-from sidecar._router import Router
+from sidecar._router import Router, _Route
 from sidecar._settings import BalancerName
 from transport import BufferPool, Limits, Message, Placer, StreamLink
 
@@ -171,3 +181,31 @@ async def test_a_retried_request_is_copied_into_shared_memory_once(tmp_path: Pat
         # Every lease ends (the request's own hold went with it): lease counts have no event.
         while (stats := client.shm_stats()) is not None and stats.leases:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+def test_an_endpoint_announced_again_with_another_record_starts_clean() -> None:
+    # A replica killed and restarted under the same id (new port, new shm domain) must not
+    # inherit the failure-penalised estimate and the ejection of the one that died.
+    old = Endpoint("toy", "toy-2", "127.0.0.1", 7001, shm_domain="a")
+    other = Endpoint("toy", "toy-1", "127.0.0.1", 7000, shm_domain="a")
+    balancer = PeakEwmaBalancer(random.Random(1))
+    outlier = OutlierDetector(OutlierPolicy(consecutive_failures=1))
+    route = _Route(Cluster.__new__(Cluster), balancer, outlier, Retrier(random.Random(1)))
+    route.membership_changed((other, old))
+    for now in (1.0, 2.0, 3.0):
+        balancer.start(old, now)
+        balancer.observe(old, 0.5, False, now)
+        outlier.observe(old.id, Outcome.ERROR, now)
+        balancer.start(other, now)
+        balancer.observe(other, 0.002, True, now)
+    assert old.id in outlier.ejected(3.5)
+    picks_before = [balancer.pick([other, old], None, 3.5).id for _ in range(50)]
+    assert picks_before.count(old.id) == 0
+    restarted = Endpoint("toy", "toy-2", "127.0.0.1", 7002, shm_domain="b")
+    route.membership_changed((other, restarted))
+    assert restarted.id not in outlier.ejected(3.5)
+    picks_after = [balancer.pick([other, restarted], None, 3.5).id for _ in range(50)]
+    assert picks_after.count(restarted.id) > 0
+    same_again = Endpoint("toy", "toy-2", "127.0.0.1", 7002, shm_domain="b")
+    route.membership_changed((other, same_again))  # unchanged: what was learned stays
+    assert route.known[restarted.id] == same_again
