@@ -11,8 +11,7 @@ from grpc_health.v1._async import HealthServicer
 
 from ._errors import ConfigError
 from ._settings import format_host_port, parse_host_port
-from .oip import OipServer
-from .oip._grpc import OipGrpcService, grpc_options
+from .oip import OipGrpcService, OipServer, grpc_options
 
 _STOP_GRACE: Final = 2.0
 

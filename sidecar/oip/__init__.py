@@ -19,6 +19,7 @@ from ._datatypes import (
     to_json,
 )
 from ._errors import OipError, oip_error_of, unknown_model
+from ._grpc import OipGrpcService, grpc_options
 from ._http import oip_routes
 from ._json import infer_response, parse_infer_request
 from ._model import (
@@ -48,6 +49,7 @@ __all__ = [
     "ModelMetadata",
     "ModelStats",
     "OipError",
+    "OipGrpcService",
     "OipServer",
     "OutputTensor",
     "Param",
@@ -64,6 +66,7 @@ __all__ = [
     "element_count",
     "from_json",
     "from_raw",
+    "grpc_options",
     "infer_response",
     "numpy_dtype",
     "oip_error_of",
