@@ -221,6 +221,9 @@ class ShmDomain:
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.directory.stat().st_uid == os.geteuid():
+            # Ours, maybe made by hand or as a volume's root: arenas are for this user only.
+            self.directory.chmod(0o700)
         self.proc = new_proc_id()
         self._arena_size = arena_size
         self._max_bytes = max_bytes
@@ -570,8 +573,10 @@ class ShmDomain:
         except FileNotFoundError:
             token = secrets.token_hex(16)
             tmp = self.directory / f".{_DOMAIN_FILE}.{self.proc}"
-            tmp.write_text(token)
-            tmp.chmod(0o600)
+            # Created 0600: the token is never readable by another user, even for a moment.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(token)
             os.replace(tmp, path)
             return token
 

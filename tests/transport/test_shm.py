@@ -314,3 +314,17 @@ def test_a_gone_peers_arena_is_unmapped_even_when_another_process_reaped_it(
     gone = c.proc
     c.close()  # its files go (as when another process's reaper removes a dead one's)
     wait_for(lambda: not _open_arenas_of(gone), 5.0, "b to unmap the gone peer's arena")
+
+
+def test_the_directory_and_every_file_are_for_this_user_only(tmp_path: Path) -> None:
+    directory = tmp_path / "shm"
+    directory.mkdir(mode=0o755)  # made by someone else's recipe: opened up
+    domain = ShmDomain(directory, arena_size=4 << 20)
+    try:
+        assert directory.stat().st_mode & 0o777 == 0o700
+        files = list(directory.iterdir())
+        assert {p.suffix for p in files} >= {".arena", ".lock"} and (directory / "domain").exists()
+        for path in files:
+            assert path.stat().st_mode & 0o077 == 0, path.name
+    finally:
+        domain.close()
