@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import numpy.typing as npt
 
 import transport
-from transport import BufferPool, Limits, ShmStats, SyncLink
+from transport import BufferPool, Limits, ShmStats, SyncLink, TlsFiles
 
 from ._background import LoopThread
 from ._client import MeshClient, Tensors, alloc_in, decode_reply
@@ -26,7 +26,7 @@ from ._errors import InvalidInput, translate
 from ._links import ShmSlot
 from ._request import build_request, placer_for
 from ._router import RoutePolicy
-from ._settings import Settings
+from ._settings import DEFAULT_TRUST_DOMAIN, Settings
 
 T = TypeVar("T")
 
@@ -54,6 +54,8 @@ class BlockingMeshClient:
         shm_dir: str | None = None,
         arrow_in_shm: bool = False,
         policy: RoutePolicy | None = None,
+        tls: TlsFiles | None = None,
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
     ) -> None:
         limits = limits or Settings().limits()
         pool = pool or BufferPool()
@@ -67,6 +69,8 @@ class BlockingMeshClient:
             shm_dir=shm_dir,
             arrow_in_shm=arrow_in_shm,
             policy=policy,
+            tls=tls,
+            trust_domain=trust_domain,
         )
         self._sidecar = sidecar or ""
         self.limits = limits

@@ -13,13 +13,13 @@ import numpy.typing as npt
 
 import transport
 from discovery import open_registry, parse_discovery_uri
-from transport import BufferPool, Limits, Placer, ShmDomain, ShmStats, StreamLink
+from transport import BufferPool, Limits, Placer, ShmDomain, ShmStats, StreamLink, Tls, TlsFiles
 
 from ._errors import InvalidInput, translate
 from ._links import LinkPool, ShmSlot
 from ._request import EncodedRequest, affinity, build_request, placer_for
 from ._router import RoutePolicy, Router
-from ._settings import Settings
+from ._settings import DEFAULT_TRUST_DOMAIN, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +52,20 @@ class MeshClient:
         shm_dir: str | None = None,
         arrow_in_shm: bool = False,
         policy: RoutePolicy | None = None,
+        tls: TlsFiles | None = None,
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
     ) -> None:
         if connections < 1:
             raise ValueError(f"connections={connections} must be at least 1")
         if (sidecar is None) == (discovery is None):
             raise InvalidInput("give MeshClient a sidecar address or a discovery URI, not both")
+        if tls is not None and discovery is None:
+            raise InvalidInput(
+                "tls= is for proxyless clients; the local sidecar takes its app in plaintext"
+                " on its --local-mesh-addr"
+            )
+        self._tls_files = tls
+        self._trust_domain = trust_domain
         try:
             if sidecar is not None:
                 transport.parse_address(sidecar)
@@ -146,6 +155,12 @@ class MeshClient:
             self._opening = asyncio.Lock()
         async with self._opening:
             if self._router is None:
+                tls = None
+                if self._tls_files is not None:
+                    try:
+                        tls = await asyncio.to_thread(Tls, self._tls_files)
+                    except transport.LinkClosed as exc:
+                        raise InvalidInput(str(exc)) from None
                 registry = open_registry(self._discovery, os.environ)
                 await registry.__aenter__()
                 self._router = Router(
@@ -156,6 +171,8 @@ class MeshClient:
                     connections=self._connections,
                     owns_registry=True,
                     policy=lambda service: self._policy,
+                    tls=tls,
+                    trust_domain=self._trust_domain,
                 )
         return self._router
 

@@ -32,6 +32,9 @@ from transport import (
     RemoteError,
     Reply,
     ShmDomain,
+    Tls,
+    TlsFiles,
+    service_of,
 )
 
 from ._admission import Admission
@@ -41,7 +44,7 @@ from ._errors import Unavailable
 from ._health import ReplicaHealth
 from ._links import ShmSlot
 from ._loop import run
-from ._settings import Settings
+from ._settings import DEFAULT_TRUST_DOMAIN, Settings
 from ._signature import TensorSpec, signature_params
 
 logger = logging.getLogger(__name__)
@@ -88,9 +91,17 @@ class Service:
         queue_limit: int = 0,
         inputs: Sequence[TensorSpec] = (),
         outputs: Sequence[TensorSpec] = (),
+        tls: TlsFiles | None = None,
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
+        allow: Sequence[str] | None = None,
     ) -> None:
         if not service:
             raise ValueError("service name must not be empty")
+        if allow is not None and tls is None:
+            raise ValueError("allow= needs tls=: callers are known by their certificates")
+        self._tls_files = tls
+        self._trust_domain = trust_domain
+        self._allow = None if allow is None else frozenset(allow)
         self._admission = Admission(queue_limit)
         self._health = ReplicaHealth(self._admission)  # what pings are answered with
         self._signature = signature_params(inputs, outputs)  # a "metadata" request's answer
@@ -106,7 +117,13 @@ class Service:
         self._handler = handler
         self._async = _is_async(handler)
         self._host, self._port, self._uds_path = host, port, uds_path
-        self._server = LinkServer(self._handle, self.limits, self.pool, pong=self._health.pong)
+        self._server = LinkServer(
+            self._handle,
+            self.limits,
+            self.pool,
+            pong=self._health.pong,
+            authorize=None if tls is None else self._authorize,
+        )
 
     @property
     def shm(self) -> ShmDomain | None:
@@ -135,11 +152,24 @@ class Service:
         """
         domain = await self._shm.get()
         self._server.shm = domain
+        if self._tls_files is not None:  # reading the files is blocking I/O
+            self._server.tls = await asyncio.to_thread(Tls, self._tls_files)
         await self._server.listen_tcp(self._host, self._port)
         if self._uds_path is not None:
             await self._server.listen_unix(self._uds_path)
         if self._discovery is not None:
             await self._register(domain.token if domain is not None else "")
+
+    def _authorize(self, identities: tuple[str, ...], header: Header) -> str | None:
+        """None to serve a caller known by `identities` (none: the Unix socket, local)."""
+        if not identities:
+            return None
+        callers = [n for i in identities if (n := service_of(i, self._trust_domain))]
+        if not callers:
+            return f"{identities[0]} is not a service of trust domain {self._trust_domain!r}"
+        if self._allow is None or "*" in self._allow or callers[0] in self._allow:
+            return None
+        return f"{callers[0]} may not call {self.service}"
 
     async def _register(self, shm_token: str) -> None:
         host, port = self._server.addresses[0].rsplit(":", 1)
@@ -280,8 +310,16 @@ def serve(
     queue_limit: int = 0,
     inputs: Sequence[TensorSpec] = (),
     outputs: Sequence[TensorSpec] = (),
+    tls: TlsFiles | None = None,
+    trust_domain: str = DEFAULT_TRUST_DOMAIN,
+    allow: Sequence[str] | None = None,
 ) -> None:
     """Serve `handler(inputs) -> outputs` as mesh service `service` until SIGTERM or SIGINT.
+
+    With `tls`, the TCP listener takes only mutual-TLS links from peers whose certificate
+    chains to `tls.ca` (the Unix socket stays local); `allow` lists the caller services
+    (from their SPIFFE identities in `trust_domain`) that may call, others get
+    PERMISSION_DENIED.
 
     `inputs` and `outputs` declare the handler's signature, which sidecars report as the
     model's metadata (Open Inference Protocol `GET /v2/models/{service}`).
@@ -309,6 +347,9 @@ def serve(
         queue_limit=queue_limit,
         inputs=inputs,
         outputs=outputs,
+        tls=tls,
+        trust_domain=trust_domain,
+        allow=allow,
     )
     run(_serve_until_signal(svc, ready_file, tuple(warm_sizes), drain_timeout))
 

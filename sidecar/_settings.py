@@ -45,6 +45,7 @@ MAX_WEIGHT: Final = 1_000_000  # discovery's Endpoint accepts weights in 1..MAX_
 # The rule discovery's Endpoint applies to service names and ids (DNS label sized).
 _NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _TRUST_DOMAIN: Final = re.compile(r"^[a-z0-9._-]{1,255}$")  # SPIFFE: lowercase, no port
+DEFAULT_TRUST_DOMAIN: Final = "arrowmesh.local"
 # An OIP model name goes in a URL path (quoted by the client): anything printable will do.
 _MODEL: Final = re.compile(r"^[^\s\x00-\x1f\x7f]{1,255}$")
 _HOSTNAME: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
@@ -355,7 +356,7 @@ class Settings(BaseSettings):
         None, description="PEM bundle of the CAs peers' certificates must chain to"
     )
     trust_domain: Annotated[str, AfterValidator(_check_trust_domain)] = Field(
-        "arrowmesh.local",
+        DEFAULT_TRUST_DOMAIN,
         description="SPIFFE trust domain of identities: spiffe://DOMAIN/service/NAME",
     )
     local_mesh_addr: Annotated[OptionalStr, AfterValidator(_check_loopback)] = Field(
