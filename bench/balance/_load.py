@@ -5,9 +5,10 @@ what it learnt between its blocks; its callers are asyncio tasks sharing it, so 
 balancer sees (and decides for) all of its policy's traffic. Every block is bounded: a
 fixed number of requests, each with a deadline, and no new request after `block_cap_s`.
 
-Tries are counted by the replicas: before and after each block the bench asks every
-replica directly (not through the router) how many requests it has been sent. Only one
-policy runs at a time, so a block's difference is that policy's tries, failed ones too.
+Tries are counted by the replicas: each keeps how many requests it has been sent in a
+mapped file, which the bench reads before and after each block (asking with a request
+would give a failing replica a success to report as app health). Only one policy runs at
+a time, so a block's difference is that policy's tries, failed ones too.
 """
 
 from __future__ import annotations
@@ -19,20 +20,19 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from sidecar import MeshClient, RoutePolicy
 
 from . import Plan
-from ._replica import COUNT_KEY
 
 Phase = Literal["warmup", "measure"]
 Policy = Literal["peak_ewma", "least_request", "round_robin", "ring_hash"]  # RoutePolicy's
 PAYLOAD: Final = {"x": np.ones(256, dtype=np.float32)}  # 1 KiB, echoed back
-_COUNT: Final = {COUNT_KEY: np.zeros(1, dtype=np.int64)}
-_COUNT_TIMEOUT_S: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,16 +127,16 @@ Tick = Callable[[str, bool], None]  # (what is running, whether a measured block
 
 
 async def measure_scenario(
-    plan: Plan, scenario: Scenario, addresses: Sequence[str], mesh_file: str, tick: Tick
+    plan: Plan, scenario: Scenario, counters: Sequence[Path], mesh_file: str, tick: Tick
 ) -> list[RowRun]:
-    """Warm up, then the measured rounds, every policy taking turns; one RowRun each."""
+    """Warm up, then the measured rounds, every policy taking turns; one RowRun each.
+
+    `counters` are the replicas' request-count files, in replica order.
+    """
     runs = [RowRun(scenario, row) for row in rows(plan)]
     rng = random.Random(f"bench-balance-{scenario.name}")
+    direct = await asyncio.to_thread(_map_counters, counters)
     async with contextlib.AsyncExitStack() as stack:
-        direct = [
-            await stack.enter_async_context(MeshClient(address, shm_dir=""))
-            for address in addresses
-        ]
         clients = [
             await stack.enter_async_context(
                 MeshClient(
@@ -173,14 +173,14 @@ async def _block(
     plan: Plan,
     run: RowRun,
     client: MeshClient,
-    direct: Sequence[MeshClient],
+    direct: Sequence[npt.NDArray[np.int64]],
     phase: Phase,
     rng: random.Random,
 ) -> None:
     scenario, keys = run.scenario, run.row.keys
     size = plan.block if phase == "measure" else plan.warmup_block
     loop = asyncio.get_running_loop()
-    before = await _served(direct, scenario.service)
+    before = _served(direct)
     answered = [0] * len(scenario.delays)
     latencies: list[tuple[int, int]] = []  # (replica, ns)
     left, failures = size, 0
@@ -213,7 +213,7 @@ async def _block(
     await asyncio.gather(*(caller() for _ in range(plan.callers)))
     cpu = time.process_time() - cpu
     elapsed = loop.time() - started
-    after = await _served(direct, scenario.service)
+    after = _served(direct)
     if phase == "measure":
         for who, ns in latencies:
             run.latencies_ns.setdefault(who, []).append(ns)
@@ -235,12 +235,14 @@ async def _block(
     )
 
 
-async def _served(direct: Sequence[MeshClient], service: str) -> list[int]:
-    """How many requests each replica has been sent so far (asked directly)."""
-    replies = await asyncio.gather(
-        *(c.infer(service, _COUNT, timeout=_COUNT_TIMEOUT_S) for c in direct)
-    )
-    return [int(reply[COUNT_KEY][0]) for reply in replies]
+def _map_counters(paths: Sequence[Path]) -> list[npt.NDArray[np.int64]]:
+    """The replicas' count files, mapped read-only (opening files blocks: not on the loop)."""
+    return [np.memmap(path, np.int64, mode="r", shape=(1,)) for path in paths]
+
+
+def _served(counters: Sequence[npt.NDArray[np.int64]]) -> list[int]:
+    """How many requests each replica has been sent so far (its own count, a memory read)."""
+    return [int(counter[0]) for counter in counters]
 
 
 def router_view(client: MeshClient, service: str, now: float) -> dict[str, Any]:

@@ -56,7 +56,16 @@ def run(plan: Plan, tick: Tick, started: Callable[[str], None]) -> Results:
         for scenario in found:
             try:
                 runs[scenario.name] = run_loop(
-                    measure_scenario(plan, scenario, addresses[scenario.name], str(mesh_file), tick)
+                    measure_scenario(
+                        plan,
+                        scenario,
+                        [
+                            counter_path(workdir, f"{scenario.name}-r{i}")
+                            for i in range(len(scenario.delays))
+                        ],
+                        str(mesh_file),
+                        tick,
+                    )
                 )
             except (OSError, RuntimeError, ValueError) as exc:
                 dead = ", ".join(f"{c.name} (exit {c.process.returncode})" for c in kids.dead())
@@ -69,6 +78,11 @@ def run(plan: Plan, tick: Tick, started: Callable[[str], None]) -> Results:
     return Results(plan, runs, time.monotonic() - t0, sorted(cpus) if cpus else None)
 
 
+def counter_path(workdir: Path, name: str) -> Path:
+    """Where replica `name` keeps how many requests it has been sent."""
+    return workdir / f"{name}.count"
+
+
 def _start_replicas(kids: Children, workdir: Path, found: list[Scenario]) -> dict[str, list[str]]:
     """Start all replicas, then wait for each one's ready file; their mesh addresses."""
     env = child_env()
@@ -78,7 +92,8 @@ def _start_replicas(kids: Children, workdir: Path, found: list[Scenario]) -> dic
             name = f"{scenario.name}-r{index}"
             ready = workdir / f"{name}.ready.json"
             argv = [sys.executable, "-m", "bench.balance._replica", str(ready), scenario.service,
-                    str(index), repr(delay), "1" if index == scenario.failing else "0"]  # fmt: skip
+                    str(index), repr(delay), "1" if index == scenario.failing else "0",
+                    str(counter_path(workdir, name))]  # fmt: skip
             pending.append((scenario.name, kids.start(name, argv, env), ready))
     addresses: dict[str, list[str]] = {s.name: [] for s in found}
     for scenario_name, child, ready in pending:
