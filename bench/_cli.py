@@ -30,6 +30,7 @@ _COMMANDS: Final = {
     "discovery": ("bench.discovery", "registration-to-seen and death-to-dropped, per registry"),
     "hop": ("bench.hop", "what one and two sidecar hops add (latency, CPU), against HAProxy"),
     "balance": ("bench.balance", "each balancer with one slow or one failing replica of 4"),
+    "oip": ("bench.oip", "tritonclient through the sidecar's OIP doors, against a real Triton"),
     "soak": ("bench.soak", "steady load through sidecars while faults are injected"),
     "all": ("bench.suite", "every benchmark in turn, then REPORT.md and where each target stands"),
     "report": ("bench.report", "REPORT.md from the results on disk, and the targets"),

@@ -21,7 +21,7 @@ from bench._errors import BenchError
 from bench.report import REPORT, RESULTS, print_targets, write_report
 
 # The benchmarks `all` runs, in order: the quick ones first, so a broken setup shows early.
-SUITE: Final = ("discovery", "transfer", "hop", "balance", "soak")
+SUITE: Final = ("discovery", "transfer", "hop", "balance", "oip", "soak")
 
 __all__ = ["SUITE", "add_arguments", "run"]
 

@@ -200,3 +200,28 @@ def test_bench_soak_under_every_fault_loses_no_request_and_leaks_nothing(tmp_pat
     start, end = report["resources"]["start"], report["resources"]["end"]
     assert end["leases"] <= start["leases"] and end["shm_used_bytes"] <= start["shm_used_bytes"]
     assert report["shm_leftovers"] == []
+
+
+@pytest.mark.timeout(150)
+def test_bench_oip_measures_every_path_that_runs_and_writes_json_and_plot(tmp_path: Path) -> None:
+    # Triton's paths run when its venv is there or can be made (tests/oip_upstream makes
+    # it first); with ARROWMESH_MODEL_SERVERS=off they are skipped, saying so.
+    result = sidecar("bench", "oip", "--quick", "--out", str(tmp_path), timeout=140)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "targets" in result.stdout
+    report = json.loads((tmp_path / "oip.json").read_text())
+    assert report["machine"]["cpu_count"] >= 1
+    skipped = {(s["path"], s["size"]): s["reason"] for s in report["skipped"]}
+    cells = {(r["path"], r["size"]): r for r in report["results"]}
+    for size in (4096, 64 << 20):
+        for protocol in ("http", "grpc"):
+            for route in ("triton", "sidecar-triton", "sidecar-serve"):
+                for shm in ("inline", "shm"):
+                    key = (f"{protocol}/{route}/{shm}", size)
+                    assert key in skipped or cells[key]["n"] > 0, key
+                    assert route != "sidecar-serve" or key not in skipped, skipped[key]
+    assert len(report["targets"]) == 8
+    for target in report["targets"]:
+        assert isinstance(target["met"], bool) and target["detail"], target
+    assert report["shm_leftovers"] == []
+    assert (tmp_path / "oip.png").stat().st_size > 10_000
