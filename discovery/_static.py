@@ -38,8 +38,10 @@ def parse_static(text: bytes, origin: str) -> dict[str, tuple[Endpoint, ...]]:
         raise RecordError(f"{origin} is {len(text)} bytes, over {MAX_FILE_SIZE}")
     try:
         document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RecordError(f"{origin} is not valid YAML or JSON: {exc}") from None
+    except (yaml.YAMLError, ValueError, AttributeError) as exc:
+        # PyYAML raises ValueError/AttributeError for some scalars (`2001-02-30`, `!!int '0x'`).
+        detail = " ".join(str(exc).split())[:300]
+        raise RecordError(f"{origin} is not valid YAML or JSON: {detail}") from None
     if not isinstance(document, dict) or not isinstance(document.get("services"), dict):
         raise RecordError(f"{origin} must be a mapping with a 'services' mapping")
     services: dict[str, tuple[Endpoint, ...]] = {}

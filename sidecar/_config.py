@@ -26,6 +26,7 @@ from pydantic_settings import (
     EnvSettingsSource,
     InitSettingsSource,
     PydanticBaseSettingsSource,
+    SettingsError,
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -149,7 +150,12 @@ def load_run_config(argv: list[str], env: Mapping[str, str]) -> RunConfig:
         env_source,
         InitSettingsSource(Settings, yaml_values),
     )
-    origins = _origins(sources)
+    try:
+        origins = _origins(sources)
+    except SettingsError as exc:  # a JSON setting in the environment that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = setting_names(field.group(1)) if field else "an ARROWMESH_* variable"
+        raise ConfigError(f"invalid {name}: its value is not JSON") from None
     try:
         settings = build_settings(lambda _cls: sources)
     except pydantic.ValidationError as exc:
@@ -210,8 +216,9 @@ def _parse_yaml(path: str) -> dict[object, object]:
         raise ConfigError(f"config file {path!r} cannot be read: {exc}") from None
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        detail = " ".join(str(exc).split())
+    except (yaml.YAMLError, ValueError, AttributeError) as exc:
+        # PyYAML raises ValueError/AttributeError for some scalars (`2001-02-30`, `!!int '0x'`).
+        detail = " ".join(str(exc).split())[:300]
         raise ConfigError(f"config file {path!r} is not valid YAML: {detail}") from None
     if data is None:
         return {}

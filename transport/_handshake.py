@@ -22,7 +22,7 @@ from ._errors import FrameError
 from ._frame import Message
 from ._header import Header
 from ._kept import KeptRefs
-from ._shm import LinkCounters, Ref, ShmDomain, ShmPlacer, header_refs
+from ._shm import LinkCounters, Ref, ShmDomain, ShmPlacer, check_ref, header_refs
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,12 @@ _PROBE_HOLDER: Final = "probe"
 
 
 def _is_ref(value: object) -> bool:
-    return isinstance(value, list) and len(value) == 6 and isinstance(value[0], str)
+    """True for a well-formed descriptor (a peer's release may hold anything)."""
+    try:
+        check_ref(value)
+    except FrameError:
+        return False
+    return True
 
 
 _refs = header_refs

@@ -39,10 +39,12 @@ def size_class(nbytes: int) -> int:
     return -(-nbytes // step) * step
 
 
-def _prefaulted(size: int) -> mmap.mmap:
+def _mapped(size: int, prefault: bool) -> mmap.mmap:
     slab = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     if hasattr(mmap, "MADV_HUGEPAGE"):
         slab.madvise(mmap.MADV_HUGEPAGE)
+    if not prefault:
+        return slab
     try:
         slab.madvise(_MADV_POPULATE_WRITE)
     except OSError:  # older kernel: touch one byte per page instead
@@ -53,9 +55,9 @@ def _prefaulted(size: int) -> mmap.mmap:
 class _Slab:
     __slots__ = ("address", "memory", "size", "view")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, prefault: bool) -> None:
         self.size = size
-        self.memory = _prefaulted(size)
+        self.memory = _mapped(size, prefault)
         self.view = memoryview(self.memory)
         self.address: int = np.frombuffer(self.memory, dtype=np.uint8).ctypes.data
 
@@ -124,8 +126,13 @@ class BufferPool:
         self._created = 0
         self._lock = threading.Lock()
 
-    def acquire(self, nbytes: int) -> RecvBuffer:
-        """A buffer of `nbytes` from an idle slab, or a new pre-faulted one."""
+    def acquire(self, nbytes: int, *, prefault: bool = False) -> RecvBuffer:
+        """A buffer of `nbytes` from an idle slab (faulted in by earlier use), or a new one.
+
+        A new slab is pre-faulted only with `prefault` (as `warm` does): a peer that
+        announces a body must send its bytes before they cost memory, so a few bytes of
+        header cannot commit gigabytes (the huge-page hint keeps faults cheap meanwhile).
+        """
         size = size_class(nbytes)
         with self._lock:
             free = self._idle.get(size)
@@ -135,14 +142,14 @@ class BufferPool:
             self._in_use += 1
             self._in_use_bytes += size
         if slab is None:
-            slab = _Slab(size)
+            slab = _Slab(size, prefault)
             with self._lock:
                 self._created += 1
         return RecvBuffer(self, slab, nbytes)
 
     def warm(self, sizes: Iterable[int]) -> None:
         """Fault in one idle slab per size now, so the first messages of those sizes pay nothing."""
-        held = [self.acquire(n) for n in sizes]
+        held = [self.acquire(n, prefault=True) for n in sizes]
         del held
 
     def stats(self) -> PoolStats:

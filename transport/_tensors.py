@@ -321,13 +321,21 @@ def _bytes_array(meta: TensorMeta, elements: Sequence[bytes]) -> Array:
     array = np.empty(len(elements), dtype=object)
     array[:] = elements
     array.flags.writeable = False
-    return array.reshape(meta.shape)
+    return _reshaped(array, meta.shape, meta)
 
 
 def _shaped(flat: Array, meta: TensorMeta) -> Array:
     if meta.order == "F":
-        return flat.reshape(meta.shape[::-1]).T
-    return flat.reshape(meta.shape)
+        return _reshaped(flat, meta.shape[::-1], meta).T
+    return _reshaped(flat, meta.shape, meta)
+
+
+def _reshaped(flat: Array, shape: Sequence[int], meta: TensorMeta) -> Array:
+    # An empty tensor's other dimensions can still be too big for numpy (found by fuzzing).
+    try:
+        return flat.reshape(shape)
+    except ValueError as exc:
+        raise FrameError(f"tensor {meta.name!r} has a shape numpy cannot make: {exc}") from None
 
 
 def _read_batch(body: memoryview | None) -> pa.RecordBatch:

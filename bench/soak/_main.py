@@ -58,6 +58,11 @@ class Tally:
     succeeded: int = 0
     failed: collections.Counter[str] = field(default_factory=collections.Counter)
     wrong: int = 0  # answered, but not the echo of what was sent
+    started: float = field(default_factory=time.monotonic)
+    failed_at: collections.Counter[int] = field(default_factory=collections.Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+    """The first message of each failure reason."""
+    """Failures by whole second since the load started."""
 
 
 @dataclass
@@ -73,6 +78,7 @@ class Stack:
     caller: Child | None = None
     caller_info: dict[str, Any] = field(default_factory=dict)
     generation: collections.Counter[str] = field(default_factory=collections.Counter)
+    load_started: float = 0.0
 
     def _name(self, base: str) -> str:
         self.generation[base] += 1
@@ -185,6 +191,7 @@ async def _soak(stack: Stack, plan: Plan, console: Console) -> dict[str, Any]:
         await _wait_routable(client)
         stop = asyncio.Event()
         deadline = time.monotonic() + plan.seconds
+        stack.load_started = tally.started = time.monotonic()
         callers = [
             asyncio.create_task(_caller(client, tally, stop, deadline, i))
             for i in range(plan.callers)
@@ -205,6 +212,8 @@ async def _soak(stack: Stack, plan: Plan, console: Console) -> dict[str, Any]:
             "failed": sum(tally.failed.values()),
             "failed_by_reason": dict(tally.failed),
             "wrong_answers": tally.wrong,
+            "failures_by_second": dict(sorted(tally.failed_at.items())),
+            "failure_examples": tally.examples,
             "retried": after["metrics"].get("retries"),
             "hedged": after["metrics"].get("hedges"),
         },
@@ -238,6 +247,8 @@ async def _caller(
             out = await client.infer(SERVICE, {"x": x}, timeout=REQUEST_TIMEOUT_S)
         except sidecar.MeshError as exc:
             tally.failed[_reason(exc)] += 1
+            tally.examples.setdefault(_reason(exc), str(exc)[:300])
+            tally.failed_at[int(time.monotonic() - tally.started)] += 1
             continue
         if out["x"].shape == x.shape and float(out["x"][-1]) == float(x[-1]):
             tally.succeeded += 1
@@ -268,7 +279,15 @@ async def _inject(
         except (OSError, ServerFailed, BenchError) as exc:
             detail, ok = f"could not inject: {exc}", False
         took = time.monotonic() - started
-        done.append({"fault": name, "ok": ok, "detail": detail, "seconds": took})
+        done.append(
+            {
+                "fault": name,
+                "ok": ok,
+                "detail": detail,
+                "seconds": took,
+                "at_s": started - stack.load_started,
+            }
+        )
         console.print(f"fault {turn}: {name}: {detail} ({took:.1f} s)")
         rest = plan.fault_every - took
         if time.monotonic() + max(rest, 0) >= deadline and turn >= len(steps):

@@ -148,26 +148,14 @@ def test_random_flags_env_and_yaml_give_settings_or_a_config_error_naming_one(
 # Regressions for what the fuzzer found.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pydantic_settings.SettingsError,
-    reason="FINDING: a JSON-valued setting from the environment that is not JSON "
-    "(ARROWMESH_SERVICES='{bad') raises pydantic_settings.SettingsError out of "
-    "load_run_config (the env source decodes it in _origins(), outside the try), so "
-    "`sidecar run` exits 1 with a traceback instead of 2 naming the setting",
-)
+# Found by fuzzing; fixed.
 @pytest.mark.parametrize("field", sorted(JSON_FIELDS))
 def test_a_json_setting_from_the_environment_that_is_not_json_is_a_config_error(field: str) -> None:
     with pytest.raises(ConfigError, match=env_name(field)):
         load_run_config(["--service", "embedder"], {env_name(field): "{bad"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: sidecar/_config.py _parse_yaml catches only yaml.YAMLError; PyYAML raises "
-    "ValueError for `zone: 2001-02-30` and AttributeError for `zone: !!timestamp x`, which "
-    "escape load_run_config (exit 1 with a traceback, not 2 naming the file)",
-)
+# Found by fuzzing; fixed.
 @pytest.mark.parametrize(
     "text", ["zone: 2001-02-30\n", "zone: !!timestamp x\n", "weight: !!int '0x'\n"]
 )

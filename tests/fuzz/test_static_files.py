@@ -144,25 +144,14 @@ YAML_SCALAR_ESCAPES = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: parse_static catches only yaml.YAMLError, but PyYAML's SafeLoader raises "
-    "ValueError/AttributeError for scalars such as `2001-02-30`, `!!int '0x'` and "
-    "`!!timestamp 'soon'`, so they escape discovery/_static.py as non-RecordErrors",
-)
+# Found by fuzzing; fixed.
 @pytest.mark.parametrize("text", YAML_SCALAR_ESCAPES)
 def test_a_scalar_pyyaml_cannot_construct_is_a_record_error(text: str) -> None:
     with pytest.raises(RecordError):
         parse_static(text.encode(), "mesh.yaml")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="FINDING: StaticRegistry._reload lets parse_static's non-RecordError out, so a file "
-    "edited to hold `zone: 2001-02-30` ends the watch with ValueError (the cluster's watch "
-    "task dies and never reloads) instead of an Outage that keeps the last good content",
-)
+# Found by fuzzing; fixed.
 async def test_a_bad_date_in_an_edited_static_file_is_an_outage(tmp_path: Path) -> None:
     path = tmp_path / "mesh.yaml"
     good = "services: {s: [{id: a, address: 10.0.0.5, port: 7700}]}\n"

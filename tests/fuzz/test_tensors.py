@@ -154,15 +154,6 @@ def _empty_but_too_big(metas: list[TensorMeta]) -> bool:
     return any(0 in m.shape and math.prod(d for d in m.shape if d) >= (1 << 63) // 8 for m in metas)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="FINDING: decode_tensors lets numpy's ValueError out for an empty tensor whose other "
-    "dimensions overflow (shape [0, 4294967296, 4294967296], or [0, 2**64-1]): unpack_header "
-    "accepts the shape, the byte counts agree (0), then reshape raises 'array is too big' / "
-    "'Maximum allowed dimension exceeded' (transport/_tensors.py _shaped, _bytes_array): a "
-    "serving handler reports the caller's bad input as its own INTERNAL error",
-)
 @pytest.mark.parametrize("datatype", ["BOOL", "FP32", "BYTES"])
 def test_an_empty_tensor_with_an_overflowing_shape_is_a_frame_error(datatype: str) -> None:
     data: bytes | list[bytes] = [] if datatype == "BYTES" else b""
