@@ -183,6 +183,10 @@ class ConsulRegistry:
                     yield Outage(f"consul at {self.uri.host}:{self.uri.port}: {exc}")
                 await asyncio.sleep(backoff(attempt, self._rng.random()))
                 attempt += 1
+                # The agent may have restarted with its index starting over: a blocking query
+                # with our old, higher index would wait out its whole `wait` (found by the
+                # soak: a caller stuck for minutes on its last good set). Read afresh.
+                index = 0
                 continue
             attempt = 0
             index = next_index(index, new)

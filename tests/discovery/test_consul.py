@@ -118,6 +118,33 @@ async def test_agent_restarted_empty_gets_us_back_within_seconds(emulator: Consu
         await _until(cluster, lambda: _ids(cluster) == ["embedder-1"] and not cluster.stale)
 
 
+async def test_a_watcher_reads_afresh_after_an_agent_restart_resets_the_index(
+    emulator: ConsulEmulator,
+) -> None:
+    # Found by the soak: after the agent restarted (its index starting over, below ours), the
+    # watcher's next blocking query waited out its whole `wait` on the old index, serving a
+    # stale set (dead endpoints) meanwhile. `wait` here is far longer than the deadline.
+    async with (
+        ConsulRegistry(_uri(emulator), wait=60.0, keepalive=0.3) as replicas,
+        ConsulRegistry(_uri(emulator), wait=60.0) as watcher,
+        Cluster("embedder", watcher) as cluster,
+    ):
+        for n in range(1, 6):  # push the index up
+            await replicas.register(_endpoint(n))
+            await replicas.set_health(f"embedder-{n}", True)
+        await _until(cluster, lambda: len(_ids(cluster)) == 5)
+        for n in range(2, 6):
+            await replicas.deregister(f"embedder-{n}")
+        for _ in range(30):  # churn: the old agent's index ends far above a fresh one's
+            await replicas.register(_endpoint(9))
+            await replicas.deregister("embedder-9")
+        await _until(cluster, lambda: _ids(cluster) == ["embedder-1"])
+        await emulator.stop()  # as a killed agent: the watch fails and reports an outage
+        await _until(cluster, lambda: cluster.stale)
+        await emulator.restart(forget=True)  # back empty: registrations and index gone
+        await _until(cluster, lambda: _ids(cluster) == ["embedder-1"] and not cluster.stale, 8.0)
+
+
 async def test_a_missed_ttl_takes_the_endpoint_out_of_the_passing_set(
     emulator: ConsulEmulator,
 ) -> None:
