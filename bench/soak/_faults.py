@@ -51,11 +51,11 @@ async def hang_replica(stack: Stack) -> str:
     """SIGSTOP a replica's app and sidecar for HANG_S, then SIGCONT them."""
     index = _next_replica(stack, "hang")
     app, side = stack.replicas[index]
-    _signal(stack, [app, side], signal.SIGSTOP)
+    _signal([app, side], signal.SIGSTOP)
     try:
         await asyncio.sleep(HANG_S)
     finally:
-        _signal(stack, [app, side], signal.SIGCONT)
+        _signal([app, side], signal.SIGCONT)
     return f"replica {index} stopped for {HANG_S:g} s"
 
 
@@ -72,11 +72,11 @@ async def restart_registry(stack: Stack) -> str:
 async def registry_outage(stack: Stack) -> str:
     """SIGSTOP the Consul emulator for OUTAGE_S: its port accepts, nothing answers."""
     assert stack.emulator is not None
-    _signal(stack, [stack.emulator], signal.SIGSTOP)
+    _signal([stack.emulator], signal.SIGSTOP)
     try:
         await asyncio.sleep(OUTAGE_S)
     finally:
-        _signal(stack, [stack.emulator], signal.SIGCONT)
+        _signal([stack.emulator], signal.SIGCONT)
     return f"emulator stopped for {OUTAGE_S:g} s"
 
 
@@ -143,7 +143,7 @@ def _next_replica(stack: Stack, fault: str) -> int:
     return (stack.generation[f"fault-{fault}"] - 1) % len(stack.replicas)
 
 
-def _signal(stack: Stack, targets: list[Child], signum: signal.Signals) -> None:
+def _signal(targets: list[Child], signum: signal.Signals) -> None:
     """Send `signum` to each of `targets` that still runs."""
     for child in targets:
         if child.process.poll() is None:

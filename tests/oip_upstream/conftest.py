@@ -155,3 +155,16 @@ def sidecars(tmp_path: Path) -> Iterator[SidecarGroup]:
     group = SidecarGroup(tmp_path)
     yield group
     group.close()
+
+
+# The gRPC front has its own service name and names the model: --app-model.
+SERVICE = {"http": "echo", "grpc": "echo-grpc"}
+PROTOCOLS = ["http", "grpc"]
+
+
+def front_both(server: ModelServer, group: SidecarGroup) -> dict[str, Sidecar]:
+    """One sidecar fronting `server` over each protocol, by protocol."""
+    return {
+        "http": group.start("echo", server.http_url, "oip-http"),
+        "grpc": group.start("echo-grpc", server.grpc_url, "oip-grpc", "--app-model", "echo"),
+    }

@@ -12,26 +12,17 @@ from sidecar import DeadlineExceeded, MeshClient, RemoteError
 from transport import ErrorCode
 
 from ..e2e.conftest import Sidecar
-from .conftest import SidecarGroup
+from .conftest import PROTOCOLS, SERVICE, SidecarGroup, front_both
 from .helpers import every_datatype, is_deadline, readyz, same, signature
 from .servers import ModelServer
 
 pytestmark = [pytest.mark.model_servers, pytest.mark.timeout(300)]
 
-# The gRPC front has its own service name and names the model: --app-model.
-SERVICE = {"http": "echo", "grpc": "echo-grpc"}
-PROTOCOLS = ["http", "grpc"]
-
 
 @pytest.fixture(scope="module")
 def fronts(mlserver: ModelServer, module_sidecars: SidecarGroup) -> dict[str, Sidecar]:
     """One sidecar fronting the module's MLServer over each protocol."""
-    return {
-        "http": module_sidecars.start("echo", mlserver.http_url, "oip-http"),
-        "grpc": module_sidecars.start(
-            "echo-grpc", mlserver.grpc_url, "oip-grpc", "--app-model", "echo"
-        ),
-    }
+    return front_both(mlserver, module_sidecars)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

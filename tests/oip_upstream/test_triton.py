@@ -12,26 +12,17 @@ from sidecar import DeadlineExceeded, MeshClient, RemoteError
 from transport import ErrorCode
 
 from ..e2e.conftest import Sidecar
-from .conftest import SidecarGroup
+from .conftest import PROTOCOLS, SERVICE, SidecarGroup, front_both
 from .helpers import every_datatype, is_deadline, readyz, same, signature
 from .servers import ModelServer
 
 pytestmark = [pytest.mark.model_servers, pytest.mark.timeout(300)]
 
-# The gRPC front has its own service name and names the model: --app-model.
-SERVICE = {"http": "echo", "grpc": "echo-grpc"}
-PROTOCOLS = ["http", "grpc"]
-
 
 @pytest.fixture(scope="module")
 def fronts(triton: ModelServer, module_sidecars: SidecarGroup) -> dict[str, Sidecar]:
     """One sidecar fronting the module's Triton over each protocol."""
-    return {
-        "http": module_sidecars.start("echo", triton.http_url, "oip-http"),
-        "grpc": module_sidecars.start(
-            "echo-grpc", triton.grpc_url, "oip-grpc", "--app-model", "echo"
-        ),
-    }
+    return front_both(triton, module_sidecars)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
