@@ -157,6 +157,7 @@ class ConsulRegistry:
         """Blocking queries on the passing instances of `service` (§4 index rules)."""
         client = self._open()
         index, attempt, last, down = 0, 0, None, False
+        empty_after_outage = False
         # A registration is two writes (register, then pass): a burst of 4 lets it be seen at
         # once; sustained churn is paced to one query a second (consul-api.md §4).
         bucket = TokenBucket(burst=4.0, rate=1.0)
@@ -190,6 +191,13 @@ class ConsulRegistry:
                 continue
             attempt = 0
             index = next_index(index, new)
+            if down and not snapshot and last and not empty_after_outage:
+                # An agent back from a restart lists nothing until its services re-register:
+                # keep the last good set (still an outage) for one more query, which waits
+                # for the registrations (or `wait`) on the index it just gave.
+                empty_after_outage = True
+                continue
+            empty_after_outage = False
             if down or snapshot != last:
                 if down:
                     logger.info("consul watch recovered", extra={"service": service})
