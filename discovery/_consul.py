@@ -154,21 +154,29 @@ class ConsulRegistry:
             await client.close()
 
     async def watch(self, service: str) -> AsyncIterator[WatchEvent]:
-        """Blocking queries on the passing instances of `service` (§4 index rules)."""
+        """Blocking queries on the passing instances of `service` (§4 index rules).
+
+        An agent back from a restart (seen as a failed query, or as its index going backwards)
+        lists nothing until the services re-register, which every live registrant does within
+        its TTL. Until `ttl` seconds after the agent answers again, an empty answer keeps the
+        last good set (the outage goes on); a non-empty one is believed at once.
+        """
         client = self._open()
         index, attempt, last, down = 0, 0, None, False
-        empty_after_outage = False
+        recovering_until = 0.0  # monotonic; empty answers are not believed before it
         # A registration is two writes (register, then pass): a burst of 4 lets it be seen at
         # once; sustained churn is paced to one query a second (consul-api.md §4).
         bucket = TokenBucket(burst=4.0, rate=1.0)
         while True:
             await asyncio.sleep(bucket.delay(time.monotonic()))  # paces churn, 0 otherwise
+            grace = recovering_until - time.monotonic()
+            wait = min(self._wait, grace) if grace > 0 else self._wait
             try:
                 received, entries = await _translate(
                     client.health.service(
                         service,
                         index=str(index) if index else None,
-                        wait=go_duration(self._wait),
+                        wait=go_duration(max(wait, 0.1)),
                         passing=True,
                         token=self._token,
                     )
@@ -188,16 +196,23 @@ class ConsulRegistry:
                 # with our old, higher index would wait out its whole `wait` (found by the
                 # soak: a caller stuck for minutes on its last good set). Read afresh.
                 index = 0
+                recovering_until = -1.0  # set when the agent answers again
                 continue
             attempt = 0
+            now = time.monotonic()
+            if recovering_until < 0 or new < index:  # back from an outage, or restarted
+                recovering_until = now + self._ttl
             index = next_index(index, new)
-            if down and not snapshot and last and not empty_after_outage:
-                # An agent back from a restart lists nothing until its services re-register:
-                # keep the last good set (still an outage) for one more query, which waits
-                # for the registrations (or `wait`) on the index it just gave.
-                empty_after_outage = True
-                continue
-            empty_after_outage = False
+            if (
+                not snapshot.endpoints
+                and last is not None
+                and last.endpoints
+                and now < recovering_until
+            ):
+                if not down:
+                    down = True
+                    yield Outage(f"consul at {self.uri.host}:{self.uri.port} restarted")
+                continue  # the registrants have not come back yet: keep the last good set
             if down or snapshot != last:
                 if down:
                     logger.info("consul watch recovered", extra={"service": service})

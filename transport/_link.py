@@ -747,8 +747,11 @@ async def connect(
     pool = pool or BufferPool()
     target = parse_address(address)
 
+    made: list[StreamLink] = []
+
     def factory() -> StreamLink:
-        return StreamLink(limits, pool, shm)
+        made.append(StreamLink(limits, pool, shm))
+        return made[-1]
 
     try:
         async with asyncio.timeout(timeout):
@@ -760,14 +763,17 @@ async def connect(
                 if tls is not None:
                     assert link._transport is not None
                     peercert = link._transport.get_extra_info("peercert")
-                    try:
-                        check_identity(peercert, expect_identity, address)
-                    except LinkClosed:
-                        link._transport.abort()
-                        raise
+                    check_identity(peercert, expect_identity, address)
             await link.peer_hello
             if link.shm.settled is not None:  # so the first request can go by reference
                 await link.shm.settled
-    except (OSError, TimeoutError) as exc:
-        raise LinkClosed(f"cannot connect to {address}: {exc or 'timed out'}") from exc
+    except BaseException as exc:
+        # Timed out, refused, cancelled (a caller's deadline, a hedge's loser) after the
+        # socket was made: close it, or its descriptor and our shm probe lease stay held.
+        for opened in made:
+            if opened._transport is not None:
+                opened._transport.abort()
+        if isinstance(exc, OSError | TimeoutError):
+            raise LinkClosed(f"cannot connect to {address}: {str(exc) or 'timed out'}") from exc
+        raise
     return link

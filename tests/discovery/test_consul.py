@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -143,6 +144,65 @@ async def test_a_watcher_reads_afresh_after_an_agent_restart_resets_the_index(
         await _until(cluster, lambda: cluster.stale)
         await emulator.restart(forget=True)  # back empty: registrations and index gone
         await _until(cluster, lambda: _ids(cluster) == ["embedder-1"] and not cluster.stale, 8.0)
+
+
+async def test_an_agent_restarted_empty_does_not_empty_the_set_while_services_re_register(
+    emulator: ConsulEmulator,
+) -> None:
+    # Found by the CI soak: a restarted agent lists nothing until each replica's keeper
+    # registers it again (up to a keepalive later); meanwhile other writes move the index, so
+    # "one more query" was not enough and callers dropped every endpoint for ~2 s.
+    async with (
+        ConsulRegistry(_uri(emulator), wait=60.0, keepalive=1.5) as replicas,
+        ConsulRegistry(_uri(emulator), wait=2.0, keepalive=0.2) as others,
+        ConsulRegistry(_uri(emulator), wait=60.0, ttl=10.0) as watcher,
+        Cluster("embedder", watcher) as cluster,
+    ):
+        await replicas.register(_endpoint(1))
+        await replicas.set_health("embedder-1", True)
+        await _until(cluster, lambda: _ids(cluster) == ["embedder-1"])
+        seen: list[list[str]] = []
+
+        async def record() -> None:
+            while True:
+                await cluster.wait_changed(cluster.version)
+                seen.append(_ids(cluster))
+
+        recorder = asyncio.create_task(record())
+        try:
+            await emulator.restart(forget=True)
+            # Another service comes back first and moves the index while ours is still gone.
+            await others.register(_endpoint(1, "reranker"))
+            await others.set_health("reranker-1", True)
+            await _eventually(lambda: "embedder-1" in emulator.services(), timeout=5.0)
+            await _until(cluster, lambda: not cluster.stale, timeout=5.0)
+        finally:
+            recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recorder
+        assert _ids(cluster) == ["embedder-1"]
+        assert [] not in seen, seen
+
+
+async def test_a_service_gone_for_good_is_dropped_once_the_grace_ends(
+    emulator: ConsulEmulator,
+) -> None:
+    # The other side of the grace: the replica died during the outage, nothing re-registers,
+    # so `ttl` after the agent answers again its empty answer is believed.
+    async with (
+        ConsulRegistry(_uri(emulator), wait=60.0, ttl=1.0) as watcher,
+        Cluster("embedder", watcher) as cluster,
+    ):
+        replicas = ConsulRegistry(_uri(emulator), wait=60.0, keepalive=0.3)
+        async with replicas:
+            await replicas.register(_endpoint(1))
+            await replicas.set_health("embedder-1", True)
+            await _until(cluster, lambda: _ids(cluster) == ["embedder-1"])
+            await emulator.stop()
+            await _until(cluster, lambda: cluster.stale)
+        # (its deregistration found no agent)
+        await emulator.restart(forget=True)
+        await _until(cluster, lambda: _ids(cluster) == [] and not cluster.stale, timeout=5.0)
 
 
 async def test_a_missed_ttl_takes_the_endpoint_out_of_the_passing_set(

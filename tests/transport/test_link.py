@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import msgpack
@@ -32,6 +32,7 @@ from transport import (
     encode_tensors,
 )
 from transport._frame import FRAME, FrameType, frame_header, hello_frame
+from transport._shm import ShmDomain
 
 LIMITS = Limits(chunk_size=64 * 1024)
 
@@ -513,3 +514,60 @@ async def test_drain_serves_requests_already_sent_and_refuses_new_ones() -> None
     finally:
         await link.aclose()
         await server.aclose()
+
+
+class _Silent:
+    """A TCP server that accepts and never answers: counts connections and their ends."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.ended = 0
+        self.changed = asyncio.Event()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.changed.set()
+        await reader.read()  # until the other end closes
+        self.ended += 1
+        self.changed.set()
+        writer.close()
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        async with asyncio.timeout(5.0):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@pytest.fixture
+def domain(shm_dir: Path) -> Iterator[ShmDomain]:
+    made = ShmDomain(shm_dir)  # outside the loop: it makes files
+    yield made
+    made.close()
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+async def test_a_connect_that_never_hears_hello_closes_its_socket_and_lease(
+    how: str, domain: ShmDomain
+) -> None:
+    # Found by the CI soak: a connect cancelled while waiting for the peer's HELLO (a
+    # request's deadline, a hedge's loser) left its socket open and its shm probe leased.
+    silent = _Silent()
+    server = await asyncio.start_server(silent.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        if how == "timeout":
+            with pytest.raises(LinkClosed, match="timed out"):
+                await connect(f"127.0.0.1:{port}", shm=domain, timeout=0.3)
+        else:
+            opening = asyncio.create_task(connect(f"127.0.0.1:{port}", shm=domain))
+            await silent.until(lambda: silent.accepted == 1)
+            await asyncio.sleep(0)  # let it write its HELLO and wait for the peer's
+            opening.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await opening
+        await silent.until(lambda: silent.ended == 1)
+        assert domain.stats().leases == 0
+    finally:
+        server.close()
+        await server.wait_closed()
