@@ -23,6 +23,7 @@ import yaml
 from ._endpoint import Endpoint
 from ._errors import RecordError
 from ._registry import Outage, Snapshot, WatchEvent, sorted_endpoints
+from ._yaml import load_bounded
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def parse_static(text: bytes, origin: str) -> dict[str, tuple[Endpoint, ...]]:
     if len(text) > MAX_FILE_SIZE:
         raise RecordError(f"{origin} is {len(text)} bytes, over {MAX_FILE_SIZE}")
     try:
-        document = yaml.safe_load(text)
+        document = load_bounded(text)
     except (yaml.YAMLError, ValueError, AttributeError) as exc:
         # PyYAML raises ValueError/AttributeError for some scalars (`2001-02-30`, `!!int '0x'`).
         detail = " ".join(str(exc).split())[:300]
@@ -76,7 +77,8 @@ def _entry(service: str, entry: object, where: str) -> Endpoint:
         raise RecordError(f"{where}: port must be an integer and address a string")
     try:
         strings = {str(k): _scalar(v, f"{where}.meta.{k}") for k, v in meta.items()}
-        return Endpoint.from_record(service, str(entry["id"]), address, port, strings)
+        endpoint_id = _scalar(entry["id"], f"{where}.id")
+        return Endpoint.from_record(service, endpoint_id, address, port, strings)
     except RecordError as exc:
         raise RecordError(f"{where}: {exc}") from None
 

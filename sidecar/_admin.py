@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from ._errors import ConfigError
+from ._http_server import fallback_route, route, server_options
 from ._settings import format_host_port
 
 logger = logging.getLogger(__name__)
@@ -66,11 +67,8 @@ def admin_app(
     app = web.Application(middlewares=middlewares)
     app[_STATE] = state
     app[_REGISTRY] = registry
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/endpoints", _endpoints)
-    app.router.add_get("/config", _config)
+    app.add_routes([route("GET", path, handler) for path, handler in _HANDLERS.items()])
+    app.add_routes([fallback_route()])
     return app
 
 
@@ -79,7 +77,7 @@ async def start_admin(app: web.Application, host: str, port: int) -> tuple[web.A
 
     Raises ConfigError naming --admin-addr when the address cannot be bound.
     """
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
+    runner = web.AppRunner(app, shutdown_timeout=_SHUTDOWN_TIMEOUT, **server_options("admin"))
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
@@ -148,6 +146,16 @@ async def _endpoints(request: web.Request) -> web.Response:
 
 async def _config(request: web.Request) -> web.Response:
     return web.json_response(dict(request.app[_STATE].config()))
+
+
+_HANDLERS: Final = {
+    "/healthz": _healthz,
+    "/readyz": _readyz,
+    "/metrics": _metrics,
+    "/endpoints": _endpoints,
+    "/config": _config,
+}
+assert tuple(_HANDLERS) == ROUTES
 
 
 def _bearer(token: str) -> Middleware:

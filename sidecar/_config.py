@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from pydantic_settings import (
     SettingsError,
 )
 from pydantic_settings.sources.utils import parse_env_vars
+
+from discovery._yaml import load_bounded
 
 from ._errors import ConfigError
 from ._settings import MASK, Origin, Settings, build_settings, redact_uri
@@ -212,10 +215,10 @@ def _parse_yaml(path: str) -> dict[object, object]:
         raise ConfigError(
             f"config file {path!r} (--config, ARROWMESH_CONFIG) does not exist"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the path
         raise ConfigError(f"config file {path!r} cannot be read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_bounded(text)
     except (yaml.YAMLError, ValueError, AttributeError) as exc:
         # PyYAML raises ValueError/AttributeError for some scalars (`2001-02-30`, `!!int '0x'`).
         detail = " ".join(str(exc).split())[:300]
@@ -260,7 +263,17 @@ def _shown(name: str, value: object) -> str:
         return MASK
     if name in Settings.URI_FIELDS and isinstance(value, str):
         return repr(redact_uri(value))
-    return repr(value)
+    return _REPR.repr(value)  # bounded: a value from YAML may be a deep structure
+
+
+def _bounded_repr() -> reprlib.Repr:
+    shown = reprlib.Repr()  # Python 3.11 takes no limits in the constructor
+    shown.maxlevel, shown.maxlist, shown.maxdict = 3, 6, 6
+    shown.maxstring = shown.maxother = 200
+    return shown
+
+
+_REPR: Final = _bounded_repr()
 
 
 def _given_by(name: str, origins: Mapping[str, Origin], path: str | None) -> str:

@@ -115,6 +115,7 @@ class Daemon:
             self.pool,
             pong=self._pong,
             authorize=self._authorize if self.settings.tls_on else None,
+            hello_timeout=self.settings.hello_timeout,
         )
         self.tls: Tls | None = None  # loaded in start(): reading the files is blocking I/O
         self._app = _AppLinks(self.settings, self.limits, self.pool, self.shm)

@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from ._errors import InvalidInput, Unavailable
+from ._http_server import fallback_route, server_options
 from ._metrics import LATENCY, REQUESTS
 from ._passthrough import (
     PassthroughResult,
@@ -43,8 +44,8 @@ class HttpSide:
             connector=aiohttp.TCPConnector(limit=0),  # streams are long: no pool cap
             auto_decompress=False,
         )
-        self.local = self._runner(self.resolve_local, local_routes)
-        self.peer = self._runner(self.resolve_peer)
+        self.local = self._runner("http", self.resolve_local, local_routes)
+        self.peer = self._runner("mesh", self.resolve_peer)
 
     async def setup(self) -> None:
         """Prepare both runners (binding is the daemon's)."""
@@ -85,11 +86,14 @@ class HttpSide:
             )
         return Upstream(s.app.rstrip("/"), "app")
 
-    def _runner(self, resolve: Resolve, routes: Sequence[web.RouteDef] = ()) -> web.AppRunner:
+    def _runner(
+        self, listener: str, resolve: Resolve, routes: Sequence[web.RouteDef] = ()
+    ) -> web.AppRunner:
         app = web.Application()
         app.add_routes(passthrough_routes(resolve, self.session, on_done=_observe))
         app.add_routes(routes)
-        return web.AppRunner(app, access_log=None, **listener_options())
+        app.add_routes([fallback_route()])
+        return web.AppRunner(app, **server_options(listener), **listener_options())
 
 
 def _observe(result: PassthroughResult) -> None:

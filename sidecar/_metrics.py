@@ -53,6 +53,11 @@ RETRIES: Final = Counter(
     "Tries after the first, by service and the outcome retried",
     ["service", "outcome"],
 )
+HTTP_REFUSED: Final = Counter(
+    "arrowmesh_http_refused",
+    "HTTP requests refused before a handler ran (unparsable, or the caller gone), by listener",
+    ["listener", "reason"],
+)
 HEDGES: Final = Counter("arrowmesh_hedges", "Second tries sent past the hedge delay", ["service"])
 LOOP_TASKS: Final = Gauge(
     "arrowmesh_event_loop_tasks", "Tasks alive on the sidecar's event loop (flat when idle)"

@@ -42,6 +42,7 @@ from ._http_hop import (
     upstream_request_headers,
     upstream_url,
 )
+from ._http_server import route
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +172,8 @@ def passthrough_routes(
         on_done=on_done,
     ).handle
     return [
-        web.route("*", f"{prefix}/{{service}}", handler),
-        web.route("*", f"{prefix}/{{service}}/{{path:.*}}", handler),
+        route("*", f"{prefix}/{{service}}", handler),
+        route("*", f"{prefix}/{{service}}/{{path:.*}}", handler),
     ]
 
 

@@ -286,6 +286,10 @@ class Settings(BaseSettings):
         None, description="JSON file written once every listener is bound and registered"
     )
     drain_timeout: Seconds = Field(30.0, description="seconds in-flight requests get on SIGTERM")
+    hello_timeout: Seconds = Field(
+        10.0,
+        description="seconds a connection to the mesh port has to say HELLO before it is closed",
+    )
     zone: Annotated[str, AfterValidator(_check_zone)] = Field(
         "", description="locality zone advertised to peers"
     )

@@ -74,6 +74,10 @@ class _LinkProtocol(asyncio.BufferedProtocol):
     """What both ends of a link share: decoding, flow-controlled writes, HELLO, close,
     and the shared-memory handshake (see _shm.py and `ShmHandshake`)."""
 
+    # The connecting end says HELLO at once; the serving end answers the peer's HELLO, so
+    # a connection that never says one costs it no shared-memory probe.
+    _hello_on_connect = True
+
     def __init__(self, limits: Limits, pool: BufferPool, shm: ShmDomain | None = None) -> None:
         self.limits = limits
         self._pool = pool
@@ -101,7 +105,8 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         tp.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_LOW)  # type: ignore[attr-defined]
-        tp.write(hello_frame(**self.shm.hello()))  # type: ignore[attr-defined]
+        if self._hello_on_connect:
+            tp.write(hello_frame(**self.shm.hello()))  # type: ignore[attr-defined]
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._decoder.get_buffer()
@@ -240,6 +245,8 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         if self.peer_hello.done():
             return
         self.peer_hello.set_result(fields)
+        if not self._hello_on_connect and self._transport is not None:
+            self._transport.write(hello_frame(**self.shm.hello()))
         answer = self.shm.on_peer_hello(fields.get("shm"))
         if answer is not None and self._transport is not None:
             self._transport.write(shm_frame(**answer))
@@ -444,7 +451,14 @@ def check_reply(message: Message, peer: str) -> Message:
 
 
 class _ServerProtocol(_LinkProtocol):
-    """The serving end of one connection: runs the handler per request, one task each."""
+    """The serving end of one connection: runs the handler per request, one task each.
+
+    A peer has `server.hello_timeout` seconds to say HELLO (else the link is closed with a
+    GOAWAY that says so), and as long again to answer our shared-memory probe (else the
+    probe's lease is given back and the link stays on the network path).
+    """
+
+    _hello_on_connect = False
 
     def __init__(self, server: LinkServer) -> None:
         super().__init__(server.limits, server.pool, server.shm)
@@ -452,10 +466,33 @@ class _ServerProtocol(_LinkProtocol):
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._waiting: dict[int, Message] = {}  # decoded in the read that hit the limit
         self._reading_paused = False
+        self._handshake_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._server._connections.add(self)
+        self._handshake_timer = self._loop.call_later(
+            self._server.hello_timeout, self._handshake_overdue
+        )
+
+    def _on_hello(self, fields: dict[str, object]) -> None:
+        first = not self.peer_hello.done()
+        super()._on_hello(fields)
+        if first and self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+            if not self.shm.is_settled:
+                self._handshake_timer = self._loop.call_later(
+                    self._server.hello_timeout, self._handshake_overdue
+                )
+
+    def _handshake_overdue(self) -> None:
+        self._handshake_timer = None
+        if not self.peer_hello.done():
+            seconds = self._server.hello_timeout
+            self._protocol_error(FrameError(f"no HELLO within {seconds:g} s of connecting"))
+        elif not self.shm.is_settled:
+            self.shm.settle()  # the probe's lease goes back; the network path stays
 
     def _on_message(self, message: Message) -> None:
         kind = message.header.kind
@@ -541,6 +578,9 @@ class _ServerProtocol(_LinkProtocol):
             self._transport.write(goaway_frame(ErrorCode.UNAVAILABLE, DRAINING))
 
     def _on_lost(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
         self._waiting.clear()
         for task in self._tasks.values():
             task.cancel()
@@ -574,8 +614,10 @@ class LinkServer:
 
     With `tls`, TCP listeners take only mutual-TLS links (Unix sockets stay local and
     plaintext); with `authorize`, every request is checked against the caller's identity.
-    `pong()` gives the params a PONG carries (a replica's load and app health).
-    Use as an async context manager, or call `aclose()`.
+    `pong()` gives the params a PONG carries (a replica's load and app health). A
+    connection that has not said HELLO within `hello_timeout` seconds is closed (a
+    slow-loris peer holds nothing for long). Use as an async context manager, or call
+    `aclose()`.
     """
 
     def __init__(
@@ -588,9 +630,13 @@ class LinkServer:
         tls: Tls | None = None,
         authorize: Authorizer | None = None,
         pong: Callable[[], Params] | None = None,
+        hello_timeout: float = 10.0,
     ) -> None:
+        if hello_timeout <= 0:
+            raise ValueError(f"hello_timeout={hello_timeout} must be positive")
         self.handler = handler
         self.pong = pong
+        self.hello_timeout = hello_timeout
         self.tls = tls
         self.authorize = authorize
         self.limits = limits
@@ -644,7 +690,7 @@ class LinkServer:
             return _ServerProtocol(self)
 
         def factory() -> asyncio.BaseProtocol:
-            return mesh() if other is None else Sniffer(mesh, other)
+            return mesh() if other is None else Sniffer(mesh, other, self.hello_timeout)
 
         try:
             ssl = None if self.tls is None or plaintext else self.tls.listener_context

@@ -21,22 +21,29 @@ ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
 
 class Sniffer(asyncio.Protocol):
-    """Reads a connection's first bytes, then hands it to the protocol they call for."""
+    """Reads a connection's first bytes, then hands it to the protocol they call for.
 
-    def __init__(self, mesh: ProtocolFactory, other: ProtocolFactory) -> None:
+    A connection that has not said enough to tell within `timeout` seconds is closed.
+    """
+
+    def __init__(self, mesh: ProtocolFactory, other: ProtocolFactory, timeout: float) -> None:
         self._mesh, self._other = mesh, other
+        self._timeout = timeout
         self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._seen = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only lookalikes.
         self._transport = cast(asyncio.Transport, transport)
+        self._timer = asyncio.get_running_loop().call_later(self._timeout, transport.close)
 
     def data_received(self, data: bytes) -> None:
         self._seen += data
         if len(self._seen) < _NEED and self._seen == MAGIC[: len(self._seen)]:
             return  # not enough to tell yet
         assert self._transport is not None
+        self._stop_timer()
         factory = self._mesh if self._seen.startswith(MAGIC) else self._other
         protocol = factory()
         self._transport.set_protocol(protocol)
@@ -46,6 +53,12 @@ class Sniffer(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._stop_timer()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from transport import BufferPool, ErrorCode
 
+from .._http_server import route
 from . import _json
 from ._errors import OipError, unknown_model
 from ._server import OipServer
@@ -67,7 +68,7 @@ def oip_routes(server: OipServer, pool: BufferPool | None = None) -> list[web.Ro
             ("POST", prefix + "/infer", h.infer),
         ]
     routes.append(("*", "/v2/{tail:.*}", h.no_route))  # last: what no route above matches
-    return [web.route(method, path, _answering_errors(handler)) for method, path, handler in routes]
+    return [route(method, path, _answering_errors(handler)) for method, path, handler in routes]
 
 
 def _answering_errors(handler: Handler) -> Handler:

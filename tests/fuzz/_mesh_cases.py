@@ -337,7 +337,9 @@ class MeshAnswer:
 
 
 def read_answer(answer: bytes, complete: bool) -> MeshAnswer:
-    """Check a mesh listener's answer: a HELLO first, then well-formed frames only.
+    """Check a mesh listener's answer: a HELLO first (or a GOAWAY: the listener answers the
+    peer's HELLO, so input it refuses before one is read gets no HELLO), then well-formed
+    frames only.
 
     `complete` is False when the connection was reset (its tail may be missing).
     """
@@ -358,8 +360,8 @@ def read_answer(answer: bytes, complete: bool) -> MeshAnswer:
             if complete:
                 problems.append(f"answer ends inside a {FrameType(ftype).name} frame")
             break
-        if first and ftype != FrameType.HELLO:
-            problems.append(f"first frame is {FrameType(ftype).name}, not HELLO")
+        if first and ftype not in (FrameType.HELLO, FrameType.GOAWAY):
+            problems.append(f"first frame is {FrameType(ftype).name}, not HELLO or GOAWAY")
         first = False
         try:
             if ftype == FrameType.HEAD:

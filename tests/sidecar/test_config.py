@@ -33,6 +33,7 @@ BAD: dict[str, str] = {
     "admin_addr": ":7790",
     "advertise_addr": "0.0.0.0",
     "drain_timeout": "0",
+    "hello_timeout": "-1",
     "zone": "two words",
     "weight": "1000001",
     "capacity": "-1",

@@ -31,7 +31,7 @@ from transport import (
     decode_tensors,
     encode_tensors,
 )
-from transport._frame import FRAME, FrameType, frame_header, hello_frame
+from transport._frame import FRAME, MAGIC, FrameType, frame_header, hello_frame
 from transport._shm import ShmDomain
 
 LIMITS = Limits(chunk_size=64 * 1024)
@@ -571,3 +571,55 @@ async def test_a_connect_that_never_hears_hello_closes_its_socket_and_lease(
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def _read_to_end(reader: asyncio.StreamReader) -> bytes:
+    async with asyncio.timeout(5.0):
+        return await reader.read()  # until the server closes
+
+
+@pytest.mark.parametrize("sniffing", [False, True])
+async def test_a_connection_that_never_says_hello_is_closed_and_costs_no_lease(
+    sniffing: bool, domain: ShmDomain
+) -> None:
+    server = LinkServer(echo, LIMITS, BufferPool(), domain, hello_timeout=0.3)
+    try:
+        if sniffing:  # the mesh port: HTTP is told from mesh links by the first bytes
+            address = await server.listen_tcp("127.0.0.1", 0, other=asyncio.Protocol)
+        else:
+            address = await server.listen_tcp("127.0.0.1", 0)
+        host, port = address.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(MAGIC[:1] if sniffing else b"")  # not enough to tell
+            await eventually(lambda: server.connections == int(not sniffing), "the accept")
+            assert domain.stats().leases == 0  # no HELLO from the peer, no probe from us
+            answer = await _read_to_end(reader)
+        finally:
+            writer.close()
+        if not sniffing:
+            assert b"no HELLO within 0.3 s" in answer
+        await eventually(lambda: server.connections == 0, "the close")
+        assert domain.stats().leases == 0
+    finally:
+        await server.aclose()
+
+
+async def test_a_peer_that_never_answers_our_probe_gives_its_lease_back(
+    domain: ShmDomain,
+) -> None:
+    server = LinkServer(echo, LIMITS, BufferPool(), domain, hello_timeout=0.3)
+    try:
+        host, port = (await server.listen_tcp("127.0.0.1", 0)).rsplit(":", 1)
+        _, writer = await asyncio.open_connection(host, int(port))
+        try:
+            # Claims our domain, so the server sends its probe, then never acknowledges it.
+            claim = {"domain": domain.token, "proc": "0" * 16, "probe": ["x", 0, 0, 0, 0, 1]}
+            writer.write(hello_frame(shm=claim))
+            await eventually(lambda: domain.stats().leases == 1, "the server's probe")
+            await eventually(lambda: domain.stats().leases == 0, "the probe to lapse", 3.0)
+            assert server.connections == 1  # still open: the network path stays usable
+        finally:
+            writer.close()
+    finally:
+        await server.aclose()
