@@ -96,7 +96,8 @@ class Daemon:
         self._env = env
         self.limits = self.settings.limits()
         self.pool = BufferPool()
-        self.shm = ShmSlot(self.settings.shm_dir)
+        self.shm = ShmSlot(self.settings.shm_dir, self.settings)
+        self._stop = asyncio.Event()  # set by SIGTERM/SIGINT (see `signals`)
         self.registry: Registry = open_registry(self.settings.discovery, env)
         self.router = Router(
             self.registry,
@@ -274,12 +275,44 @@ class Daemon:
         logger.warning("request refused", extra={"service": target, "caller": caller, "why": why})
         return why
 
-    async def run(self) -> None:
-        """Serve until SIGTERM or SIGINT, then drain and close."""
+    async def start_unless_signalled(self) -> bool:
+        """`start`, cut short by a signal: False (and closed) if the signal came first."""
+        starting = asyncio.ensure_future(self.start())
+        signalled = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            signalled.cancel()
+            starting.cancel()  # nothing if it finished
+        try:
+            await starting
+        except asyncio.CancelledError:
+            await self.aclose()
+            if self._stop.is_set():
+                return False
+            raise
+        except BaseException:
+            await self.aclose()
+            raise
+        return True
+
+    @contextlib.contextmanager
+    def signals(self) -> Iterator[None]:
+        """SIGTERM and SIGINT ask `run` to stop while inside; install before `start`, so a
+        signal sent as soon as the ready file appears is not the default (instant) death."""
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, self._stop.set)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    async def run(self) -> None:
+        """Serve until a signal (see `signals`), then drain and close."""
+        loop = asyncio.get_running_loop()
+        stop = self._stop
         try:
             await stop.wait()
             stop.clear()
@@ -291,8 +324,6 @@ class Daemon:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
             await self.aclose()
 
     async def drain(self) -> None:
@@ -664,12 +695,10 @@ def app_address(url: str) -> str:
 async def run_daemon(config: RunConfig, env: Mapping[str, str]) -> int:
     """Start, serve until a signal, drain and close; the exit code (0 after a clean drain)."""
     daemon = Daemon(config, env)
-    try:
-        await daemon.start()
-    except BaseException:
-        await daemon.aclose()
-        raise
-    await daemon.run()
+    with daemon.signals():
+        if not await daemon.start_unless_signalled():
+            return 0
+        await daemon.run()
     return 0
 
 

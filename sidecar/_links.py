@@ -15,10 +15,15 @@ logger = logging.getLogger(__name__)
 
 
 class ShmSlot:
-    """A shared-memory domain made on first use (it touches files and pre-faults memory)."""
+    """A shared-memory domain made on first use (it touches files and pre-faults memory).
 
-    def __init__(self, shm_dir: str | None) -> None:
+    Its arena size, cap and lease timings come from `settings` (the daemon's, flags and
+    file included), or from the environment for library callers that have none.
+    """
+
+    def __init__(self, shm_dir: str | None, settings: Settings | None = None) -> None:
         self._shm_dir = shm_dir
+        self._settings = settings
         self.domain: ShmDomain | None = None
         self._failed = False
         self._lock = threading.Lock()  # blocking clients call make() from many threads
@@ -35,7 +40,8 @@ class ShmSlot:
             if self.domain is not None or self._failed:
                 return self.domain
             try:
-                self.domain = Settings().shm_domain(self._shm_dir)
+                settings = self._settings if self._settings is not None else Settings()
+                self.domain = settings.shm_domain(self._shm_dir)
             except OSError as exc:
                 logger.warning("shared memory unavailable", extra={"error": str(exc)})
                 self._failed = True

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -459,3 +460,30 @@ def _reaches(client: BlockingMeshClient, cancelled: Path) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_sigterm_while_starting_is_a_clean_stop(tmp_path: Path) -> None:
+    # Found in review: the signal handlers were installed after start-up (after the ready
+    # file), so a SIGTERM during it — a registry that is slow to answer — killed the
+    # process outright (exit -15, nothing deregistered or cleaned up).
+    with socket.create_server(("127.0.0.1", 0)) as registry:  # accepts, never answers
+        port = registry.getsockname()[1]
+        ready, log = tmp_path / "ready.json", tmp_path / "sidecar.log"
+        argv = [sys.executable, "-m", "sidecar", "run", "--service", "toy",
+                "--discovery", f"consul://127.0.0.1:{port}", "--app", "tcp://127.0.0.1:1",
+                "--mesh-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+                "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0",
+                "--ready-file", str(ready), "--log-format", "text"]  # fmt: skip
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
+        try:
+            registry.settimeout(30)
+            connection, _ = registry.accept()  # it is registering: inside start-up
+            with connection:
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(20) == 0, log.read_text()[-3000:]
+            assert not ready.exists()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

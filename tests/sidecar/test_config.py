@@ -3,6 +3,7 @@ the setting, and secrets that never show."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -18,6 +19,7 @@ from sidecar._config import (
     load_run_settings,
     read_yaml_settings,
 )
+from sidecar._daemon import Daemon
 from sidecar._settings import Settings, format_host_port, parse_host_port
 
 # One bad value per setting, given as a flag. Settings that take any string are listed apart.
@@ -429,3 +431,17 @@ def test_every_secret_sounding_setting_is_listed_as_secret() -> None:
 
 def test_library_settings_need_no_service() -> None:
     assert Settings().service is None
+
+
+async def test_the_daemon_makes_its_arenas_with_the_flags_it_was_given(shm_dir: Path) -> None:
+    # Found in review: the daemon's shared-memory domain was built from the environment
+    # only, so --shm-arena-size (and the file's shm_* settings) did nothing in `sidecar run`.
+    argv = ["--service", "embedder", "--shm-dir", str(shm_dir), "--shm-arena-size", str(2 << 20),
+            "--mesh-addr", "127.0.0.1:0"]  # fmt: skip
+    config = await asyncio.to_thread(load_run_config, argv, {})
+    daemon = Daemon(config, {})
+    try:
+        domain = await daemon.shm.get()
+        assert domain is not None and domain.stats().arena_bytes == 2 << 20
+    finally:
+        await daemon.aclose()
