@@ -35,6 +35,7 @@ REQUEST_TIMEOUT_S: Final = 10.0
 SMALL: Final = np.arange(1024, dtype=np.float32)  # 4 KiB: inline
 LARGE: Final = np.ones(1 << 18, dtype=np.float32)  # 1 MiB: by reference where memory is shared
 LARGE_EVERY: Final = 10
+HELLO_TIMEOUT_S: Final = 2.0  # below the slow-loris fault's 3 s of trickling
 SETTLE_S: Final = 3.0  # after the load, before the last resource sample
 WARMUP_S: Final = 2.0
 MAX_REQUESTS: Final = 2_000_000  # a bound on the load loop besides time
@@ -124,7 +125,7 @@ class Stack:
             "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0",
             "--admin-addr", "127.0.0.1:0", "--ready-file", str(ready),
             "--drain-timeout", "2", "--log-level", "warning", "--log-format", "text",
-            "--app-health-interval", "0.5",
+            "--app-health-interval", "0.5", "--hello-timeout", str(HELLO_TIMEOUT_S),
         ]  # fmt: skip
         if app is not None:
             argv += ["--app", app, "--app-protocol", "mesh"]
