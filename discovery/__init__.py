@@ -15,6 +15,7 @@ from ._ewma import PeakEwmaBalancer, PeakEwmaPolicy
 from ._hashring import RingHashBalancer, RingHashPolicy
 from ._health import AppHealth, AppHealthPolicy
 from ._hedge import HedgePolicy, Hedger
+from ._latency import LatencyFilter
 from ._load import EndpointLoad
 from ._locality import LocalityBalancer, LocalityPolicy
 from ._mdns import MdnsRegistry, interface_address
@@ -61,6 +62,7 @@ __all__ = [
     "HedgePolicy",
     "Hedger",
     "InvalidDiscoveryUri",
+    "LatencyFilter",
     "LeastRequestBalancer",
     "LeastRequestPolicy",
     "Listener",

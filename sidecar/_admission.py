@@ -5,6 +5,7 @@ signal (they retry elsewhere, and do not eject the endpoint)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from typing import Final
@@ -59,6 +60,12 @@ class Admission:
         if self._shedder is not None:
             now = time.monotonic()
             self._shedder.done(max(now - started, 0.0), now)
+
+
+def with_took(header: transport.Header, seconds: float) -> transport.Header:
+    """`header` with `took` in its params: the seconds this replica spent on the request,
+    from its arrival to its reply (callers' balancers tell their own pauses from it)."""
+    return dataclasses.replace(header, params={**header.params, "took": round(seconds, 7)})
 
 
 def queue_limit_of(settings: Settings) -> int:

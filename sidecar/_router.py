@@ -29,6 +29,7 @@ from discovery import (
     GiveUp,
     HedgePolicy,
     Hedger,
+    LatencyFilter,
     LeastRequestBalancer,
     LocalityBalancer,
     NoHealthyEndpoint,
@@ -97,6 +98,7 @@ class _Route:
     retrier: Retrier
     hedger: Hedger | None = None
     known: dict[str, Endpoint] = field(default_factory=dict)
+    latency: LatencyFilter = field(default_factory=LatencyFilter)
 
     def membership_changed(self, endpoints: tuple[Endpoint, ...]) -> None:
         now = time.monotonic()
@@ -108,8 +110,10 @@ class _Route:
             kept = [e for e in endpoints if e.id not in changed]
             self.balancer.update(kept, now)
             self.outlier.update([e.id for e in kept], now)
+            self.latency.retain(e.id for e in kept)
         self.balancer.update(endpoints, now)
         self.outlier.update([e.id for e in endpoints], now)
+        self.latency.retain(e.id for e in endpoints)
         self.known = {e.id: e for e in endpoints}
 
 
@@ -315,33 +319,37 @@ class Router:
         Raises _TryFailed carrying the outcome.
         """
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        route.balancer.start(endpoint, started)
+        route.balancer.start(endpoint, loop.time())
+        # Durations on the performance counter: uvloop's loop.time() counts milliseconds.
+        started = time.perf_counter()
         sent = False
         try:
             link = await self._links_to(endpoint).get()
             sent = True
-            started = loop.time()  # a new link's handshake is not the endpoint's latency
+            started = time.perf_counter()  # a new link's handshake is not the endpoint's latency
             reply = await send(link, link.placer)
         except (transport.TransportError, TimeoutError) as exc:
             outcome = outcome_of(exc, sent)
-            now = loop.time()
-            route.balancer.observe(endpoint, now - started, False, now)
+            now, took = loop.time(), time.perf_counter() - started
+            route.balancer.observe(endpoint, took, False, now)
             route.outlier.observe(endpoint.id, outcome, now)
             raise _TryFailed(exc, outcome, endpoint) from exc
         except BaseException:
-            now = loop.time()  # cancelled (a hedge lost): it took at least this long
-            route.balancer.observe(endpoint, now - started, True, now)
+            now, took = loop.time(), time.perf_counter() - started
+            # Cancelled (a hedge lost): it took at least this long.
+            route.balancer.observe(endpoint, took, True, now)
             if route.hedger is not None:
-                route.hedger.observe(now - started, now)
+                route.hedger.observe(took, now)
             raise
-        now = loop.time()
+        now, took = loop.time(), time.perf_counter() - started
         # Before `observe`: the replica's count includes this request, still ours until then.
         _report_load(route, endpoint, reply.header.params, now)
-        route.balancer.observe(endpoint, now - started, True, now)
+        # What the replica says it took bounds what our own pauses added (see LatencyFilter).
+        sample = route.latency.latency(endpoint.id, took, reply.header.params.get("took"), now)
+        route.balancer.observe(endpoint, sample, True, now)
         route.outlier.observe(endpoint.id, Outcome.OK, now)
         if route.hedger is not None:
-            route.hedger.observe(now - started, now)
+            route.hedger.observe(took, now)
         return reply
 
     async def _hedged(

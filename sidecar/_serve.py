@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from transport import (
     service_of,
 )
 
-from ._admission import Admission
+from ._admission import Admission, with_took
 from ._advertise import advertise_address
 from ._client import alloc_in
 from ._errors import Unavailable
@@ -222,10 +223,11 @@ class Service:
         header = message.header
         self.stats.requests += 1
         started = self._admission.enter()  # raises "overloaded" over the queue limit
+        timer = time.perf_counter()
         try:
-            reply = await self._reply(message, header, place)
+            head, parts = await self._reply(message, header, place)
             self._health.observe(None)
-            return reply
+            return with_took(head, time.perf_counter() - timer), parts
         except Exception as exc:
             self.stats.failures += 1
             self._health.observe(exc)

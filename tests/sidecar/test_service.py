@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -247,3 +248,26 @@ async def test_pings_are_answered_with_the_load_and_whether_the_app_serves() -> 
                 assert (await pong())["healthy"] is True
         finally:
             await link.aclose()
+
+
+async def test_a_reply_says_how_long_the_replica_took(
+    started: Callable[..., Awaitable[Service]],
+) -> None:
+    async def nap(inputs: Arrays) -> Arrays:
+        await asyncio.sleep(0.05)
+        return inputs
+
+    svc = await started(nap, "nap")
+    link = await transport.connect(svc.address)
+    try:
+        metas, parts, body_len = transport.encode_tensors({"x": np.ones(3)}, transport.Limits())
+        header = transport.Header(
+            transport.Kind.REQUEST, "nap", "infer", body_len=body_len, tensors=metas
+        )
+        began = time.perf_counter()
+        reply = await link.request(header, parts)
+        observed = time.perf_counter() - began
+    finally:
+        await link.aclose()
+    took = reply.header.params["took"]
+    assert isinstance(took, float) and 0.05 <= took <= observed
