@@ -62,9 +62,13 @@ class Admission:
             self._shedder.done(max(now - started, 0.0), now)
 
 
-def with_took(header: transport.Header, seconds: float) -> transport.Header:
-    """`header` with `took` in its params: the seconds this replica spent on the request,
-    from its arrival to its reply (callers' balancers tell their own pauses from it)."""
+def with_took(header: transport.Header, seconds: float, method: str) -> transport.Header:
+    """`header` with `took` in its params when it answers an inference (`method` "" or
+    "infer"; a metadata reply's params are the signature): the seconds this replica spent
+    on the request, from its arrival to its reply (callers' balancers tell their own pauses
+    from it)."""
+    if method not in ("", "infer"):
+        return header
     return dataclasses.replace(header, params={**header.params, "took": round(seconds, 7)})
 
 

@@ -388,13 +388,16 @@ class Daemon:
                 with self._app_request():  # "overloaded" over the queue limit
                     if self._app.upstream is not None:  # an OIP app: parsed and re-issued
                         head, body = await self._app.upstream.handle(message, deadline, placer)
-                        return with_took(head, time.perf_counter() - started), body
+                        return with_took(
+                            head, time.perf_counter() - started, message.header.method
+                        ), body
                     link = await self._app.get()
                     reply = await self._relay(message, link, deadline)
                     load = self._admission.report()  # this one still counted, as serve() does
                     # What this replica took, the hop to its app included (the app's own
                     # `took`, if it said one, is replaced).
-                    load["took"] = round(time.perf_counter() - started, 7)
+                    if message.header.method in ("", "infer"):
+                        load["took"] = round(time.perf_counter() - started, 7)
             else:
                 reply, endpoint_id = await self._route(message, deadline)
             header, parts = relay_parts(reply, placer, self.limits)

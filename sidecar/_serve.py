@@ -227,7 +227,7 @@ class Service:
         try:
             head, parts = await self._reply(message, header, place)
             self._health.observe(None)
-            return with_took(head, time.perf_counter() - timer), parts
+            return with_took(head, time.perf_counter() - timer, header.method), parts
         except Exception as exc:
             self.stats.failures += 1
             self._health.observe(exc)
