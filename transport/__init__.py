@@ -1,5 +1,6 @@
 """arrowmesh data plane: tensors, frames, memory and links; nothing about services."""
 
+from ._copy import copy_parallel
 from ._dtypes import DATATYPES, datatype_of, numpy_dtype
 from ._errors import (
     Cancelled,
@@ -69,6 +70,7 @@ __all__ = [
     "TlsFiles",
     "TransportError",
     "connect",
+    "copy_parallel",
     "datatype_of",
     "decode_tensors",
     "encode_message",

@@ -249,11 +249,16 @@ class OipServer:
             params["affinity"] = str(sequence)
             key = str(sequence).encode()
         trace = ensure_traceparent(traceparent)
+        from_regions = {t.name for t in request.inputs if t.shm is not None}
+        staged: dict[str, Array] = {}  # made on the first try to a shm hop, kept for retries
 
         async def send(link: StreamLink, placer: Placer | None) -> Message:
+            tensors = inputs
+            if from_regions and isinstance(placer, transport.ShmPlacer):
+                tensors = await _staged(inputs, from_regions, placer.domain, staged)
             try:
                 metas, parts, body_len, body_ref = transport.encode_message(
-                    inputs, self.limits, placer
+                    tensors, self.limits, placer
                 )
             except transport.TransportError as exc:
                 raise OipError.invalid(str(exc)) from None
@@ -317,7 +322,43 @@ def _copy_into(target: Any, array: Array) -> None:
             target[at : at + part.nbytes] = np.frombuffer(part, dtype=np.uint8)
             at += part.nbytes
         return
+    if _plain(array):
+        transport.copy_parallel(target, array.reshape(-1).view(np.uint8))
+        return
     np.copyto(target.view(array.dtype.newbyteorder("<")).reshape(array.shape), array)
+
+
+def _plain(array: Array) -> bool:
+    """True for a C-contiguous array whose bytes are already its raw (little-endian) form."""
+    little = array.dtype.byteorder in ("<", "|") or (
+        array.dtype.byteorder == "=" and np.little_endian
+    )
+    return bool(array.flags.c_contiguous) and little and not array.dtype.hasobject
+
+
+def _stage(domain: transport.ShmDomain, array: Array) -> Array | None:
+    """A copy of `array` in an arena of `domain` (blocking), or None if there is no room."""
+    copy = domain.alloc(array.shape, array.dtype)
+    if copy is not None:
+        transport.copy_parallel(copy.reshape(-1).view(np.uint8), array.reshape(-1).view(np.uint8))
+    return copy
+
+
+async def _staged(
+    inputs: dict[str, Array], names: set[str], domain: transport.ShmDomain, staged: dict[str, Array]
+) -> dict[str, Array]:
+    """`inputs` with the large ones read from client regions copied into our arena (in a
+    worker thread, split across cores), so the next hop gets them by reference: the one
+    copy is off the event loop and twice as fast as the placer's own on it."""
+    for name in names:
+        array = inputs[name]
+        if name in staged or array.nbytes < COPY_IN_THREAD or not _plain(array):
+            continue
+        copy = await asyncio.to_thread(_stage, domain, array)  # alloc may make an arena
+        if copy is None:  # the arenas are full: the placer copies, or the network carries it
+            continue
+        staged[name] = copy
+    return {**inputs, **staged}
 
 
 def _deadline(request: InferRequest, deadline: float | None) -> float | None:

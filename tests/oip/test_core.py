@@ -9,6 +9,7 @@ import types
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from multiprocessing import shared_memory
+from pathlib import Path
 from typing import Any
 
 import ml_dtypes
@@ -35,6 +36,8 @@ from sidecar.oip import (
     to_json,
 )
 from sidecar.oip._model import InferResponse, OutputTensor
+from sidecar.oip._server import _staged
+from transport import ShmDomain
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -244,3 +247,23 @@ async def test_a_region_whose_object_the_client_unlinked_is_reaped(
     await asyncio.to_thread(memory.unlink)  # the client destroys it without unregistering
     assert await registry.reap() == ["kept"]
     assert registry.status() == []
+
+
+async def test_large_region_inputs_are_staged_once_for_a_shm_hop(shm_dir: Path) -> None:
+    # Inputs read from a client's region go to an arena in a worker thread (split across
+    # cores) and then by reference; a retry reuses the staged copy.
+    domain = await asyncio.to_thread(ShmDomain, shm_dir)
+    try:
+        region = np.arange(1 << 20, dtype=np.float32)  # 4 MiB, as read from a region
+        small = np.arange(4, dtype=np.float32)
+        staged: dict[str, Any] = {}
+        inputs = {"x": region, "small": small}
+        first = await _staged(inputs, {"x", "small"}, domain, staged)
+        again = await _staged(inputs, {"x", "small"}, domain, staged)
+        assert first["x"] is again["x"] is staged["x"] and first["small"] is small
+        np.testing.assert_array_equal(first["x"], region)
+        assert domain.stats().leases == 1
+        assert domain.place(first["x"], "peer") is not None
+        assert domain.stats().bytes_copied == 0  # by reference: only the staging copy
+    finally:
+        await asyncio.to_thread(domain.close)
