@@ -65,6 +65,7 @@ from ._metrics import (
     IN_FLIGHT,
     LATENCY,
     LOOP_TASKS,
+    MESH_REFUSED,
     RELAYED_BYTES,
     REQUESTS,
     SHM_LEASES,
@@ -117,6 +118,7 @@ class Daemon:
             pong=self._pong,
             authorize=self._authorize if self.settings.tls_on else None,
             hello_timeout=self.settings.hello_timeout,
+            on_refused=MESH_REFUSED.inc,
         )
         self.tls: Tls | None = None  # loaded in start(): reading the files is blocking I/O
         self._app = _AppLinks(self.settings, self.limits, self.pool, self.shm)

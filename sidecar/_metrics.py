@@ -53,6 +53,11 @@ RETRIES: Final = Counter(
     "Tries after the first, by service and the outcome retried",
     ["service", "outcome"],
 )
+MESH_REFUSED: Final = Counter(
+    "arrowmesh_mesh_refused",
+    "Connections to the mesh listener closed for breaking the protocol (malformed frames,"
+    " no HELLO in time)",
+)
 HTTP_REFUSED: Final = Counter(
     "arrowmesh_http_refused",
     "HTTP requests refused before a handler ran (unparsable, or the caller gone), by listener",

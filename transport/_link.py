@@ -77,6 +77,9 @@ class _LinkProtocol(asyncio.BufferedProtocol):
     # The connecting end says HELLO at once; the serving end answers the peer's HELLO, so
     # a connection that never says one costs it no shared-memory probe.
     _hello_on_connect = True
+    # A peer we dialled that breaks the protocol is a lasting problem worth a warning; what
+    # anyone connecting to a listener sends is theirs (DEBUG, and counted by the server).
+    _protocol_error_level = logging.WARNING
 
     def __init__(self, limits: Limits, pool: BufferPool, shm: ShmDomain | None = None) -> None:
         self.limits = limits
@@ -235,7 +238,11 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         return self._transport
 
     def _protocol_error(self, exc: FrameError) -> None:
-        logger.warning("link protocol error", extra={"peer": self.peer_name, "error": str(exc)})
+        logger.log(
+            self._protocol_error_level,
+            "link protocol error",
+            extra={"peer": self.peer_name, "error": str(exc)},
+        )
         self._closed = LinkClosed(f"protocol error on link to {self.peer_name}: {exc}")
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(goaway_frame(error_code_of(exc), str(exc)))
@@ -459,6 +466,7 @@ class _ServerProtocol(_LinkProtocol):
     """
 
     _hello_on_connect = False
+    _protocol_error_level = logging.DEBUG
 
     def __init__(self, server: LinkServer) -> None:
         super().__init__(server.limits, server.pool, server.shm)
@@ -485,6 +493,13 @@ class _ServerProtocol(_LinkProtocol):
                 self._handshake_timer = self._loop.call_later(
                     self._server.hello_timeout, self._handshake_overdue
                 )
+
+    def _protocol_error(self, exc: FrameError) -> None:
+        if not self.closed:
+            self._server.refused += 1
+            if self._server._on_refused is not None:
+                self._server._on_refused()
+        super()._protocol_error(exc)
 
     def _handshake_overdue(self) -> None:
         self._handshake_timer = None
@@ -631,12 +646,17 @@ class LinkServer:
         authorize: Authorizer | None = None,
         pong: Callable[[], Params] | None = None,
         hello_timeout: float = 10.0,
+        on_refused: Callable[[], object] | None = None,
     ) -> None:
         if hello_timeout <= 0:
             raise ValueError(f"hello_timeout={hello_timeout} must be positive")
         self.handler = handler
         self.pong = pong
         self.hello_timeout = hello_timeout
+        self.refused = 0
+        """Connections closed for breaking the protocol (malformed frames, no HELLO); each
+        also calls `on_refused` (a metric's inc, say)."""
+        self._on_refused = on_refused
         self.tls = tls
         self.authorize = authorize
         self.limits = limits

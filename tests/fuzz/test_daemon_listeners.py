@@ -314,6 +314,15 @@ async def test_hostile_input_gets_a_4xx_goaway_or_close_and_the_daemon_stays_rea
     await _few_descriptors(daemon)
     logged = await asyncio.to_thread(daemon.log_problems, logged_before)
     assert not logged, f"the daemon logged errors while fuzzed: {logged[:5]}"
+    if target.kind == "mesh":  # refusals are counted, not a warning per connection
+        records = await asyncio.to_thread(daemon.log_records, logged_before)
+        assert not [r for r in records if "link protocol error" in r], records[:3]
+        host, port = daemon.address("admin")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://{host}:{port}/metrics") as response,
+        ):
+            assert _metric(await response.text(), "arrowmesh_mesh_refused_total") > 0
 
 
 async def test_a_malformed_http_request_is_counted_not_logged_as_an_error(

@@ -599,6 +599,7 @@ async def test_a_connection_that_never_says_hello_is_closed_and_costs_no_lease(
             writer.close()
         if not sniffing:
             assert b"no HELLO within 0.3 s" in answer
+            assert server.refused == 1  # counted, and logged at DEBUG only
         await eventually(lambda: server.connections == 0, "the close")
         assert domain.stats().leases == 0
     finally:
