@@ -7,6 +7,7 @@ import gc
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import msgpack
 import numpy as np
@@ -620,6 +621,48 @@ async def test_a_peer_that_never_answers_our_probe_gives_its_lease_back(
             await eventually(lambda: domain.stats().leases == 1, "the server's probe")
             await eventually(lambda: domain.stats().leases == 0, "the probe to lapse", 3.0)
             assert server.connections == 1  # still open: the network path stays usable
+        finally:
+            writer.close()
+    finally:
+        await server.aclose()
+
+
+class _Http(asyncio.Protocol):
+    """The other protocol of a sniffing listener: answers each complete request head."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            _, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+            self.transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+
+@pytest.mark.parametrize("complete", [False, True])
+async def test_the_http_side_of_a_sniffing_port_closes_a_slow_loris(complete: bool) -> None:
+    server = LinkServer(echo, LIMITS, BufferPool(), hello_timeout=0.3)
+    try:
+        address = await server.listen_tcp("127.0.0.1", 0, other=_Http)
+        host, port = address.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            # Split so that the blank line straddles two reads.
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r" if complete else b"GET / HTTP/1.1\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            if complete:
+                writer.write(b"\n")
+                await writer.drain()
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 204")
+                with pytest.raises(TimeoutError):  # its request is in: it may stay idle
+                    async with asyncio.timeout(0.6):
+                        await reader.read(1)
+            else:
+                async with asyncio.timeout(5):
+                    assert await reader.read() == b""  # closed at the deadline
         finally:
             writer.close()
     finally:
