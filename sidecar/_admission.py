@@ -5,7 +5,6 @@ signal (they retry elsewhere, and do not eject the endpoint)."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 from typing import Final
@@ -62,14 +61,13 @@ class Admission:
             self._shedder.done(max(now - started, 0.0), now)
 
 
-def with_took(header: transport.Header, seconds: float, method: str) -> transport.Header:
-    """`header` with `took` in its params when it answers an inference (`method` "" or
-    "infer"; a metadata reply's params are the signature): the seconds this replica spent
-    on the request, from its arrival to its reply (callers' balancers tell their own pauses
-    from it)."""
+def took(started: float, method: str) -> dict[str, object]:
+    """The `took` param of a reply to an inference (`method` "" or "infer"; a metadata
+    reply's params are the signature): the seconds since `started` (perf_counter), from the
+    request's arrival to its reply. Callers' balancers tell their own pauses from it."""
     if method not in ("", "infer"):
-        return header
-    return dataclasses.replace(header, params={**header.params, "took": round(seconds, 7)})
+        return {}
+    return {"took": round(time.perf_counter() - started, 7)}
 
 
 def queue_limit_of(settings: Settings) -> int:

@@ -51,7 +51,7 @@ from transport import (
 )
 
 from ._admin import admin_app, start_admin, stop_admin
-from ._admission import Admission, queue_limit_of, with_took
+from ._admission import Admission, queue_limit_of, took
 from ._advertise import advertise_address
 from ._config import RunConfig
 from ._errors import ConfigError, Unavailable
@@ -390,16 +390,15 @@ class Daemon:
                 with self._app_request():  # "overloaded" over the queue limit
                     if self._app.upstream is not None:  # an OIP app: parsed and re-issued
                         head, body = await self._app.upstream.handle(message, deadline, placer)
-                        return with_took(
-                            head, time.perf_counter() - started, message.header.method
-                        ), body
+                        spent = took(started, message.header.method)
+                        if spent:
+                            head = dataclasses.replace(head, params={**head.params, **spent})
+                        return head, body
                     link = await self._app.get()
                     reply = await self._relay(message, link, deadline)
-                    load = self._admission.report()  # this one still counted, as serve() does
-                    # What this replica took, the hop to its app included (the app's own
-                    # `took`, if it said one, is replaced).
-                    if message.header.method in ("", "infer"):
-                        load["took"] = round(time.perf_counter() - started, 7)
+                    # This one still counted, as serve() does; and what this replica took,
+                    # the hop to its app included (replacing the app's own `took`).
+                    load = {**self._admission.report(), **took(started, message.header.method)}
             else:
                 reply, endpoint_id = await self._route(message, deadline)
             header, parts = relay_parts(reply, placer, self.limits)

@@ -21,7 +21,6 @@ from typing import Any, Final
 
 from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestPayloadError
-from aiohttp.web_urldispatcher import AbstractResource
 
 from ._metrics import HTTP_REFUSED
 
@@ -79,24 +78,16 @@ def route(method: str, path: str, handler: Any) -> web.RouteDef:
 
 def fallback_route() -> web.RouteDef:
     """A last route matching every path: the router's own 404 or 405, with our `Expect`."""
-
-    async def fallback(request: web.Request) -> web.StreamResponse:
-        allowed: set[str] = set()
-        for resource in request.app.router.resources():
-            if _is_fallback(resource):
-                continue
-            _, methods = await resource.resolve(request)
-            allowed |= methods
-        if allowed:
-            raise web.HTTPMethodNotAllowed(request.method, allowed)
-        raise web.HTTPNotFound()
-
-    fallback.__name__ = _FALLBACK
-    return route("*", "/{_fallback_path:.*}", fallback)
+    return route("*", "/{_fallback_path:.*}", _fallback)
 
 
-_FALLBACK: Final = "arrowmesh_fallback"
-
-
-def _is_fallback(resource: AbstractResource) -> bool:
-    return any(getattr(r.handler, "__name__", "") == _FALLBACK for r in resource)
+async def _fallback(request: web.Request) -> web.StreamResponse:
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if any(r.handler is _fallback for r in resource):
+            continue
+        _, methods = await resource.resolve(request)
+        allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()

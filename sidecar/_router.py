@@ -330,26 +330,26 @@ class Router:
             reply = await send(link, link.placer)
         except (transport.TransportError, TimeoutError) as exc:
             outcome = outcome_of(exc, sent)
-            now, took = loop.time(), time.perf_counter() - started
-            route.balancer.observe(endpoint, took, False, now)
+            now, elapsed = loop.time(), time.perf_counter() - started
+            route.balancer.observe(endpoint, elapsed, False, now)
             route.outlier.observe(endpoint.id, outcome, now)
             raise _TryFailed(exc, outcome, endpoint) from exc
         except BaseException:
-            now, took = loop.time(), time.perf_counter() - started
+            now, elapsed = loop.time(), time.perf_counter() - started
             # Cancelled (a hedge lost): it took at least this long.
-            route.balancer.observe(endpoint, took, True, now)
+            route.balancer.observe(endpoint, elapsed, True, now)
             if route.hedger is not None:
-                route.hedger.observe(took, now)
+                route.hedger.observe(elapsed, now)
             raise
-        now, took = loop.time(), time.perf_counter() - started
+        now, elapsed = loop.time(), time.perf_counter() - started
         # Before `observe`: the replica's count includes this request, still ours until then.
         _report_load(route, endpoint, reply.header.params, now)
         # What the replica says it took bounds what our own pauses added (see LatencyFilter).
-        sample = route.latency.latency(endpoint.id, took, reply.header.params.get("took"), now)
+        sample = route.latency.latency(endpoint.id, elapsed, reply.header.params.get("took"), now)
         route.balancer.observe(endpoint, sample, True, now)
         route.outlier.observe(endpoint.id, Outcome.OK, now)
         if route.hedger is not None:
-            route.hedger.observe(took, now)
+            route.hedger.observe(elapsed, now)
         return reply
 
     async def _hedged(

@@ -38,7 +38,7 @@ from transport import (
     service_of,
 )
 
-from ._admission import Admission, with_took
+from ._admission import Admission, took
 from ._advertise import advertise_address
 from ._client import alloc_in
 from ._errors import Unavailable
@@ -223,11 +223,11 @@ class Service:
         header = message.header
         self.stats.requests += 1
         started = self._admission.enter()  # raises "overloaded" over the queue limit
-        timer = time.perf_counter()
+        arrived = time.perf_counter()
         try:
-            head, parts = await self._reply(message, header, place)
+            reply = await self._reply(message, header, place, arrived)
             self._health.observe(None)
-            return with_took(head, time.perf_counter() - timer, header.method), parts
+            return reply
         except Exception as exc:
             self.stats.failures += 1
             self._health.observe(exc)
@@ -235,7 +235,9 @@ class Service:
         finally:
             self._admission.leave(started)
 
-    async def _reply(self, message: Message, header: Header, place: Placer | None) -> Reply:
+    async def _reply(
+        self, message: Message, header: Header, place: Placer | None, arrived: float
+    ) -> Reply:
         if header.service != self.service:
             raise RemoteError(
                 ErrorCode.NOT_FOUND,
@@ -266,7 +268,7 @@ class Service:
             body_len=body_len,
             tensors=metas,
             body_ref=body_ref,
-            params=self._admission.report(),
+            params={**self._admission.report(), **took(arrived, header.method)},
         ), parts
 
     async def _call(self, inputs: Inputs) -> Outputs:

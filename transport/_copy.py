@@ -22,18 +22,19 @@ PARALLEL_MIN: Final = 8 * MiB
 """Copies below this many bytes stay on the calling thread (splitting costs ~50 µs)."""
 _ALIGN: Final = 4096
 
+_HELPERS: Final = min(4, os.cpu_count() or 1) - 1
+"""Threads that copy beside the caller: one fewer than the cores, at most 3."""
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-def _helpers() -> tuple[ThreadPoolExecutor, int]:
-    """The shared helper threads (made on first use) and how many there are."""
+def _helpers() -> ThreadPoolExecutor:
+    """The shared helper threads, made on first use."""
     global _pool
-    workers = max(1, min(4, os.cpu_count() or 1) - 1)
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(workers, thread_name_prefix="arrowmesh-copy")
-    return _pool, workers
+            _pool = ThreadPoolExecutor(_HELPERS, thread_name_prefix="arrowmesh-copy")
+        return _pool
 
 
 def copy_parallel(dest: npt.NDArray[np.uint8], src: npt.NDArray[Any]) -> None:
@@ -42,16 +43,14 @@ def copy_parallel(dest: npt.NDArray[np.uint8], src: npt.NDArray[Any]) -> None:
     if dest.shape != src.shape or dest.ndim != 1:
         raise ValueError(f"copy of {src.shape} into {dest.shape}: one-dimensional, same size")
     n = dest.size
-    if n < PARALLEL_MIN or (os.cpu_count() or 1) < 2:
+    if n < PARALLEL_MIN or _HELPERS < 1:
         np.copyto(dest, src)
         return
-    pool, helpers = _helpers()
-    parts = helpers + 1
-    step = -(-n // parts // _ALIGN) * _ALIGN
+    step = -(-n // (_HELPERS + 1) // _ALIGN) * _ALIGN  # a part per thread, page-aligned
+    pool = _helpers()
     futures: list[Future[None]] = [
-        pool.submit(np.copyto, dest[i * step : (i + 1) * step], src[i * step : (i + 1) * step])
-        for i in range(1, parts)
-        if i * step < n
+        pool.submit(np.copyto, dest[at : at + step], src[at : at + step])
+        for at in range(step, n, step)
     ]
     np.copyto(dest[:step], src[:step])
     for future in futures:

@@ -330,9 +330,7 @@ def _copy_into(target: Any, array: Array) -> None:
 
 def _plain(array: Array) -> bool:
     """True for a C-contiguous array whose bytes are already its raw (little-endian) form."""
-    little = array.dtype.byteorder in ("<", "|") or (
-        array.dtype.byteorder == "=" and np.little_endian
-    )
+    little = array.dtype == array.dtype.newbyteorder("<")
     return bool(array.flags.c_contiguous) and little and not array.dtype.hasobject
 
 

@@ -197,13 +197,23 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     assert not left, f"the daemon left files in its shared-memory directory: {left}"
 
 
-def _metric(text: str, name: str) -> float:
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples in a /metrics text, those with `labels` only."""
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name == name
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
     )
+
+
+async def _metrics_text(daemon: Daemon) -> str:
+    host, port = daemon.address("admin")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://{host}:{port}/metrics") as response,
+    ):
+        return await response.text()
 
 
 async def _settled(daemon: Daemon) -> None:
@@ -317,12 +327,10 @@ async def test_hostile_input_gets_a_4xx_goaway_or_close_and_the_daemon_stays_rea
     if target.kind == "mesh":  # refusals are counted, not a warning per connection
         records = await asyncio.to_thread(daemon.log_records, logged_before)
         assert not [r for r in records if "link protocol error" in r], records[:3]
-        host, port = daemon.address("admin")
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://{host}:{port}/metrics") as response,
-        ):
-            assert _metric(await response.text(), "arrowmesh_mesh_refused_total") > 0
+        assert _metric(await _metrics_text(daemon), "arrowmesh_mesh_refused_total") > 0
+
+
+_HTTP_REFUSED: Final = "arrowmesh_http_refused_total"
 
 
 async def test_a_malformed_http_request_is_counted_not_logged_as_an_error(
@@ -333,28 +341,13 @@ async def test_a_malformed_http_request_is_counted_not_logged_as_an_error(
     marker = f"/malformed-{_budget.current().seed}"
     request = f"GET {marker}\x7f HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     before = await asyncio.to_thread(daemon.log_size)
-    refused = await _refused(daemon, "mesh")
+    refused = _metric(await _metrics_text(daemon), _HTTP_REFUSED, listener="mesh")
     got = await exchange(*daemon.address("mesh"), request, eof="never", deadline=10)
     assert re.match(rb"HTTP/1\.[01] 400 ", got.answer), got.answer[:200]
-    assert await _refused(daemon, "mesh") == refused + 1
+    assert _metric(await _metrics_text(daemon), _HTTP_REFUSED, listener="mesh") == refused + 1
     records = await asyncio.to_thread(daemon.log_records, before)
     noisy = [r for r in records if " error " in r.split("\n", 1)[0] or "Traceback" in r]
     assert not noisy, noisy[:1]
-
-
-async def _refused(daemon: Daemon, listener: str) -> float:
-    host, port = daemon.address("admin")
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://{host}:{port}/metrics") as response,
-    ):
-        text = await response.text()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "arrowmesh_http_refused_total" and sample.labels["listener"] == listener
-    )
 
 
 @pytest.mark.parametrize(
