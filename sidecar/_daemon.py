@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
-from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
 import transport
@@ -62,6 +61,7 @@ from ._links import LinkPool, ShmSlot
 from ._metrics import (
     APP_HEALTHY,
     DENIED,
+    FAST_LANE,
     IN_FLIGHT,
     LATENCY,
     LOOP_TASKS,
@@ -71,10 +71,11 @@ from ._metrics import (
     SHM_LEASES,
     SHM_USED,
 )
+from ._oip_lane import OipAppLane
 from ._relay import keepalive, relay_parts
 from ._router import Router, policy_from_settings
 from ._serve import write_atomically
-from ._settings import Settings, format_host_port, parse_host_port
+from ._settings import Settings, parse_host_port
 from ._trace import ensure_traceparent
 from .oip import OipServer, oip_routes
 from .oip import Send as OipSend
@@ -125,7 +126,10 @@ class Daemon:
         own_model = self.settings.service if self.settings.app is not None else None
         self.oip = OipServer(self, self.limits, own_model=own_model)
         self._loopback: LinkPool | None = None  # to our own mesh port (see `call`)
-        self._http = HttpSide(self.settings, self.router, oip_routes(self.oip, self.pool))
+        self.lane = _oip_lane(self.settings, self._app.upstream, self, self.oip, self.limits)
+        self._http = HttpSide(
+            self.settings, self.router, oip_routes(self.oip, self.pool), lane=self.lane
+        )
         self._grpc = GrpcSide(self.oip)
         self.endpoint: Endpoint | None = None
         self.addresses: dict[str, str] = {}
@@ -207,7 +211,7 @@ class Daemon:
                     f" {exc}"
                 ) from None
             self.addresses["local_mesh"] = self.server.addresses[1]
-        self.addresses["http"] = await _bind_site(self._http.local, s.http_addr, "--http-addr")
+        self.addresses["http"] = await self._http.listen_local(s.http_addr)
         self.addresses["grpc"] = await self._grpc.start(s.grpc_addr)
         admin_host, admin_port = parse_host_port(s.admin_addr)
         self._admin, self.addresses["admin"] = await start_admin(
@@ -338,7 +342,15 @@ class Daemon:
                 async with asyncio.timeout(5.0):
                     await self.registry.deregister(self.endpoint.id)
             self._registered = False
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.settings.drain_timeout
         finished = await self.server.drain(self.settings.drain_timeout)
+        if self.lane is not None:
+            try:
+                async with asyncio.timeout_at(until):
+                    await self.lane.wait_idle()
+            except TimeoutError:
+                finished = False
         if not finished:
             logger.warning("drain timed out; cancelling what is left")
 
@@ -352,6 +364,8 @@ class Daemon:
                 await task
         await self.server.aclose()
         await self._http.aclose()
+        if self.lane is not None:
+            await self.lane.aclose()
         await self._grpc.aclose()
         await self.oip.aclose()
         if self._loopback is not None:
@@ -387,7 +401,7 @@ class Daemon:
                         f"service {service!r} is an http app: call it "
                         "through the local HTTP listener",
                     )
-                with self._app_request():  # "overloaded" over the queue limit
+                with self.app_request():  # "overloaded" over the queue limit
                     if self._app.upstream is not None:  # an OIP app: parsed and re-issued
                         head, body = await self._app.upstream.handle(message, deadline, placer)
                         spent = took(started, message.header.method)
@@ -465,7 +479,7 @@ class Daemon:
                     )  # fmt: skip
                 link = await self._loopback.get()
                 return await send(link, link.placer)
-            with self._app_request():
+            with self.app_request():
                 link = await self._app.get()
                 return await send(link, link.placer)
         except Exception as exc:
@@ -476,7 +490,7 @@ class Daemon:
             REQUESTS.labels(service, endpoint_id, outcome).inc()
 
     @contextlib.contextmanager
-    def _app_request(self) -> Iterator[None]:
+    def app_request(self) -> Iterator[None]:
         """A request to the app we front: admitted under its queue limit (else "overloaded"),
         and how it ended told to the app's health, which pings report."""
         entered = self._admission.enter()
@@ -489,6 +503,18 @@ class Daemon:
             self._health.observe(None)
         finally:
             self._admission.leave(entered)
+
+    @property
+    def draining(self) -> bool:
+        """Draining: deregistered, finishing what is in flight, taking nothing new."""
+        return self._draining
+
+    def observe(self, service: str, seconds: float, outcome: str) -> None:
+        """Count a request the local HTTP listener's fast lane served, as `call` counts."""
+        metrics = self._metrics.get(service) or self._service_metrics(service)
+        metrics.latency.observe(seconds)
+        REQUESTS.labels(service, "app", outcome).inc()
+        FAST_LANE.labels(service, outcome).inc()
 
     def _pong(self) -> dict[str, object]:
         """What a PING is answered with: our app's load, and whether it serves (its probe
@@ -675,22 +701,28 @@ def _oip_upstream(settings: Settings, limits: transport.Limits) -> OipUpstream |
     return OipUpstream(config, limits)
 
 
+def _oip_lane(
+    settings: Settings,
+    upstream: OipUpstream | None,
+    daemon: Daemon,
+    oip: OipServer,
+    limits: transport.Limits,
+) -> OipAppLane | None:
+    """The local HTTP listener's fast lane to the OIP HTTP app, where one applies."""
+    service, app = settings.service, settings.app
+    if upstream is None or settings.app_protocol != "oip-http" or service is None or not app:
+        return None
+    if not OipAppLane.applies(service, settings.app_model, app):
+        return None
+    size = limits.max_message_size + limits.max_header_size
+    return OipAppLane(service, app, lambda: upstream.binary, daemon, oip.stats, size)
+
+
 def _package_version() -> str:
     try:
         return importlib.metadata.version("arrowmesh")
     except importlib.metadata.PackageNotFoundError:
         return ""
-
-
-async def _bind_site(runner: web.AppRunner, address: str, flag: str) -> str:
-    """Listen with `runner` on HOST:PORT; the bound "host:port". ConfigError naming `flag`."""
-    host, port = parse_host_port(address)
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError as exc:
-        raise ConfigError(f"listener ({flag}) cannot bind {address}: {exc}") from None
-    bound = runner.addresses[-1]
-    return format_host_port(str(bound[0]), int(bound[1]))
 
 
 def app_address(url: str) -> str:

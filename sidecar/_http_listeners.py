@@ -5,14 +5,17 @@ proxy for the network). The OIP REST routes (`sidecar.oip`) are the local listen
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Sequence
+from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
 
-from ._errors import InvalidInput, Unavailable
+from ._errors import ConfigError, InvalidInput, Unavailable
+from ._front import Lane, front_factory, runner_options
 from ._http_server import fallback_route, server_options
 from ._metrics import LATENCY, REQUESTS
 from ._passthrough import (
@@ -23,28 +26,39 @@ from ._passthrough import (
     passthrough_routes,
 )
 from ._router import Router
-from ._settings import Settings
+from ._settings import Settings, format_host_port, parse_host_port
 
 logger = logging.getLogger(__name__)
 
 HTTP_APPS = ("http", "oip-http")
+# Seconds an idle keep-alive connection of the local listener stays open (aiohttp's default).
+KEEPALIVE: Final = 75.0
 
 
 class HttpSide:
-    """Both HTTP listeners' routes, sharing one client session to upstreams."""
+    """Both HTTP listeners' routes, sharing one client session to upstreams. With a `lane`,
+    the local listener's connections have a front (sidecar._front) that serves the lane's
+    requests itself."""
 
     def __init__(
-        self, settings: Settings, router: Router, local_routes: Sequence[web.RouteDef] = ()
+        self,
+        settings: Settings,
+        router: Router,
+        local_routes: Sequence[web.RouteDef] = (),
+        lane: Lane | None = None,
     ) -> None:
         self._settings = settings
         self._router = router
+        self._lane = lane
+        self._front: asyncio.Server | None = None
         self._rng = random.Random()
         self.session = aiohttp.ClientSession(
             cookie_jar=aiohttp.DummyCookieJar(),  # never carry one caller's cookies to another
             connector=aiohttp.TCPConnector(limit=0),  # streams are long: no pool cap
             auto_decompress=False,
         )
-        self.local = self._runner("http", self.resolve_local, local_routes)
+        front = runner_options() if lane is not None else {}
+        self.local = self._runner("http", self.resolve_local, local_routes, front)
         self.peer = self._runner("mesh", self.resolve_peer)
 
     async def setup(self) -> None:
@@ -52,8 +66,31 @@ class HttpSide:
         await self.local.setup()
         await self.peer.setup()
 
+    async def listen_local(self, address: str) -> str:
+        """Bind the local listener on HOST:PORT; the bound "host:port". Raises ConfigError
+        naming --http-addr."""
+        host, port = parse_host_port(address)
+        try:
+            if self._lane is None:
+                site = web.TCPSite(self.local, host, port)
+                await site.start()
+                bound = self.local.addresses[-1]
+            else:
+                server = self.local.server
+                assert server is not None  # set up
+                factory = front_factory(server, self._lane, KEEPALIVE)
+                loop = asyncio.get_running_loop()
+                self._front = await loop.create_server(factory, host, port)
+                bound = self._front.sockets[0].getsockname()
+        except OSError as exc:
+            raise ConfigError(f"listener (--http-addr) cannot bind {address}: {exc}") from None
+        return format_host_port(str(bound[0]), int(bound[1]))
+
     async def aclose(self) -> None:
         """Stop both listeners and close the session."""
+        if self._front is not None:
+            self._front.close()  # no new connections; aiohttp's cleanup closes the open ones
+            self._front = None
         await self.local.cleanup()
         await self.peer.cleanup()
         await self.session.close()
@@ -87,13 +124,18 @@ class HttpSide:
         return Upstream(s.app.rstrip("/"), "app")
 
     def _runner(
-        self, listener: str, resolve: Resolve, routes: Sequence[web.RouteDef] = ()
+        self,
+        listener: str,
+        resolve: Resolve,
+        routes: Sequence[web.RouteDef] = (),
+        options: dict[str, Any] | None = None,
     ) -> web.AppRunner:
         app = web.Application()
         app.add_routes(passthrough_routes(resolve, self.session, on_done=_observe))
         app.add_routes(routes)
         app.add_routes([fallback_route()])
-        return web.AppRunner(app, **server_options(listener), **listener_options())
+        kwargs = {**server_options(listener), **listener_options(), **(options or {})}
+        return web.AppRunner(app, **kwargs)
 
 
 def _observe(result: PassthroughResult) -> None:

@@ -67,3 +67,9 @@ HEDGES: Final = Counter("arrowmesh_hedges", "Second tries sent past the hedge de
 LOOP_TASKS: Final = Gauge(
     "arrowmesh_event_loop_tasks", "Tasks alive on the sidecar's event loop (flat when idle)"
 )
+FAST_LANE: Final = Counter(
+    "arrowmesh_http_fast_lane",
+    "Inference requests the local HTTP listener passed to the fronted OIP app as they came"
+    " (the fast lane), by service and outcome",
+    ["service", "outcome"],
+)

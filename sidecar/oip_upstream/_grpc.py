@@ -102,6 +102,11 @@ class GrpcClient:
             logger.debug("app probe failed", exc_info=True)
             return False
 
+    @property
+    def binary(self) -> bool | None:
+        """Always True: tensors go as raw_input_contents."""
+        return True
+
     async def aclose(self) -> None:
         """Close the channel to the server."""
         if self._client is not None:

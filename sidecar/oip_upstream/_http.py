@@ -144,6 +144,11 @@ class HttpClient:
             )
         return self._binary
 
+    @property
+    def binary(self) -> bool | None:
+        """True if tensors go to the server in the binary extension (None: not known yet)."""
+        return self._binary
+
     async def aclose(self) -> None:
         """Close the connections to the server."""
         if self._client is not None:

@@ -49,6 +49,10 @@ class OipClient(Protocol):
     async def ready(self, model: str) -> bool:
         """True if the server and `model` are ready."""
 
+    @property
+    def binary(self) -> bool | None:
+        """True if the server takes the binary tensor extension (None: not known yet)."""
+
     async def aclose(self) -> None:
         """Close connections to the server."""
 
@@ -125,6 +129,12 @@ class OipUpstream:
             body_ref=body_ref,
         )
         return reply, parts
+
+    @property
+    def binary(self) -> bool | None:
+        """True if the server takes the binary tensor extension (None: not known yet; the
+        first probe or request finds out)."""
+        return self._client.binary
 
     async def probe(self) -> bool:
         """True if the server answers ready, and so does the model (OIP health calls)."""

@@ -1,0 +1,212 @@
+"""The fast lane of the local HTTP listener: inference on the OIP HTTP app this sidecar fronts.
+
+A client of the model this sidecar fronts (`--app-protocol oip-http`, the model under the
+service's own name) asks `POST /v2/models/{service}[/versions/{v}]/infer`. Decoding that
+request into tensors, carrying them over a mesh link and encoding them again for the
+server is what the OIP front door does for every other model; for this one it is a round
+trip through the interpreter that the server itself would do better. So the request goes
+to the server as it came (its JSON header and binary tensors untouched) and the server's
+answer, success or error, comes back as it was sent: Triton's own wording, status and
+binary outputs. What the sidecar adds stays: admission under the queue limit, the app's
+health as pings report it, request metrics, the statistics extension's counters, a W3C
+traceparent, draining.
+
+Requests the lane leaves to the front door (`takes` says no): any naming a shared-memory
+region (regions are registered with the sidecar, not with the server), binary tensors to
+a server without the binary extension (MLServer: the front door sends JSON), compressed
+bodies, bodies over MAX_BODY, and any request before the server's extensions are known.
+Each is served by the full front door, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Final, Protocol
+from urllib.parse import urlsplit
+
+import transport
+from transport import ErrorCode
+
+from ._front import LaneAnswer, LaneRequest
+from ._trace import ensure_traceparent
+from .oip import oip_error_of
+from .oip_upstream import upstream_error
+from .oip_upstream._raw_http import RawHttp, RawHttpError
+
+MAX_BODY: Final = 1 << 20  # larger requests take the front door (its pooled buffers)
+PROTOCOL: Final = "oip-http"
+HEADER_LENGTH: Final = "inference-header-content-length"
+_JSON: Final = ("Content-Type", "application/json")
+_SPELLED: Final = {"content-type": "Content-Type", HEADER_LENGTH: "Inference-Header-Content-Length"}
+
+
+class AppHooks(Protocol):
+    """What the lane needs from the daemon."""
+
+    @property
+    def draining(self) -> bool:
+        """The sidecar is draining: no new requests."""
+
+    def app_request(self) -> contextlib.AbstractContextManager[None]:
+        """Admit a request to the app (raises RemoteError "overloaded" over the queue limit)
+        and tell the app's health how it ended."""
+
+    def observe(self, service: str, seconds: float, outcome: str) -> None:
+        """Count a finished request in the request metrics."""
+
+
+class Stats(Protocol):
+    """The statistics extension's counters (sidecar.oip.StatsBook)."""
+
+    def observe(self, model: str, ok: bool, total_ns: int, now_ms: int) -> None:
+        """Count one request of `model`."""
+
+
+class _Answered(transport.RemoteError):
+    """The server answered with an error: `answer` goes back to the client as it is."""
+
+    def __init__(self, error: transport.RemoteError, answer: LaneAnswer) -> None:
+        super().__init__(error.code, error.message, error.remote_type)
+        self.answer = answer
+
+
+class OipAppLane:
+    """The lane (sidecar._front.Lane) for `model`, the OIP HTTP server at `url`.
+
+    `binary` says whether the server takes the binary tensor extension (None: not known
+    yet; the app's probe finds out)."""
+
+    max_body: int = MAX_BODY
+
+    def __init__(
+        self,
+        model: str,
+        url: str,
+        binary: Callable[[], bool | None],
+        hooks: AppHooks,
+        stats: Stats,
+        max_answer: int,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or parts.hostname is None:
+            raise ValueError(f"the fast lane takes an http:// app, not {url!r}")
+        self._model = model
+        self._url = url
+        self._base = parts.path.rstrip("/")
+        self._binary = binary
+        self._hooks = hooks
+        self._stats = stats
+        self._raw = RawHttp(parts.hostname, parts.port or 80, max_answer)
+        name = re.escape(model.encode())
+        self._path = re.compile(rb"/v2/models/%s(?:/versions/[^/?#]+)?/infer(?:\?.*)?\Z" % name)
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @staticmethod
+    def applies(model: str, app_model: str | None, url: str) -> bool:
+        """True if a lane can serve the app: plain http, the model under the service's name."""
+        return (app_model in (None, "", model)) and urlsplit(url).scheme == "http"
+
+    # Lane
+
+    def wants(self, method: bytes, target: bytes) -> bool:
+        """POST to this model's infer path."""
+        return method == b"POST" and self._path.match(target) is not None
+
+    def takes(self, request: LaneRequest) -> bool:
+        """False for what the front door must serve (see the module doc)."""
+        headers = request.headers
+        if headers.get("content-encoding", "identity").lower() != "identity":
+            return False
+        length = headers.get(HEADER_LENGTH)
+        body = request.body
+        if length is not None:
+            if self._binary() is not True or not length.isdigit():
+                return False
+            if not 0 < int(length) <= len(body):
+                return False  # the front door answers what is wrong with it
+            body = body[: int(length)]
+        return b"shared_memory" not in body
+
+    async def serve(self, request: LaneRequest) -> LaneAnswer:
+        """The server's answer to `request`, or ours when it cannot be had."""
+        started = time.perf_counter()
+        outcome = "ok"
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            if self._hooks.draining:
+                raise transport.RemoteError(ErrorCode.UNAVAILABLE, "the sidecar is draining")
+            with self._hooks.app_request():
+                return await self._forward(request)
+        except _Answered as exc:
+            outcome = exc.code.value
+            return exc.answer
+        except asyncio.CancelledError:
+            outcome = ErrorCode.CANCELLED.value
+            raise
+        except Exception as exc:
+            outcome = transport.error_code_of(exc).value
+            error = oip_error_of(exc)
+            return LaneAnswer(error.http_status, [_JSON], _error_body(error.message))
+        finally:
+            seconds = time.perf_counter() - started
+            self._stats.observe(
+                self._model, outcome == "ok", int(seconds * 1e9), time.time_ns() // 1_000_000
+            )
+            self._hooks.observe(self._model, seconds, outcome)
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no request is in the lane."""
+        await self._idle.wait()
+
+    async def aclose(self) -> None:
+        """Close the connections to the server."""
+        await self._raw.aclose()
+
+    async def _forward(self, request: LaneRequest) -> LaneAnswer:
+        headers = request.headers
+        out = [("traceparent", ensure_traceparent(headers.get("traceparent")))]
+        length = headers.get(HEADER_LENGTH)
+        if length is not None:
+            out.append(("Inference-Header-Content-Length", length))
+            if "content-type" in headers:
+                out.append(("Content-Type", headers["content-type"]))
+        else:
+            out.append(_JSON)  # FastAPI-based servers (MLServer) read JSON only with it
+        try:
+            raw = await self._raw.request("POST", self._base + request.target, out, request.body)
+        except RawHttpError as exc:
+            raise transport.RemoteError(
+                ErrorCode.UNAVAILABLE, f"the app at {self._url} cannot be reached: {exc}"
+            ) from exc
+        answer = LaneAnswer(raw.status, [], raw.body)
+        for name, value in raw.headers.items():
+            answer.headers.append((_SPELLED.get(name, name), value))
+        if raw.status >= 400:
+            raise _Answered(upstream_error(PROTOCOL, str(raw.status), _message(raw.body)), answer)
+        return answer
+
+
+def _message(body: bytes) -> str:
+    """The `error` of a server's JSON error answer, else the body as text."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body[:4096].decode("utf-8", "replace")
+    if isinstance(document, dict) and isinstance(document.get("error"), str):
+        return str(document["error"])
+    return body[:4096].decode("utf-8", "replace")
+
+
+def _error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
