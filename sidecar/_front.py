@@ -136,6 +136,21 @@ class FrontProtocol(asyncio.Protocol):
         self._last = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
 
+    @property
+    def with_aiohttp(self) -> int:
+        """Requests fed to aiohttp and not answered yet."""
+        return self._with_inner
+
+    @property
+    def open(self) -> bool:
+        """The connection is open."""
+        return self._transport is not None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet passed on (a head or a lane request's body)."""
+        return len(self._buffer)
+
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -52,9 +52,9 @@ class AppHooks(Protocol):
     def draining(self) -> bool:
         """The sidecar is draining: no new requests."""
 
-    def app_request(self) -> contextlib.AbstractContextManager[None]:
-        """Admit a request to the app (raises RemoteError "overloaded" over the queue limit)
-        and tell the app's health how it ended."""
+    def lane_request(self, service: str) -> contextlib.AbstractContextManager[None]:
+        """Admit a request to the app (raises RemoteError "overloaded" over the queue limit),
+        count it in flight, and tell the app's health how it ended."""
 
     def observe(self, service: str, seconds: float, outcome: str) -> None:
         """Count a finished request in the request metrics."""
@@ -143,7 +143,7 @@ class OipAppLane:
         try:
             if self._hooks.draining:
                 raise transport.RemoteError(ErrorCode.UNAVAILABLE, "the sidecar is draining")
-            with self._hooks.app_request():
+            with self._hooks.lane_request(self._model):
                 return await self._forward(request)
         except _Answered as exc:
             outcome = exc.code.value
