@@ -71,7 +71,7 @@ from ._metrics import (
     SHM_LEASES,
     SHM_USED,
 )
-from ._oip_lane import OipAppLane
+from ._oip_lane import OipAppLane, OipGrpcAppLane
 from ._relay import keepalive, relay_parts
 from ._router import Router, policy_from_settings
 from ._serve import write_atomically
@@ -127,10 +127,11 @@ class Daemon:
         self.oip = OipServer(self, self.limits, own_model=own_model)
         self._loopback: LinkPool | None = None  # to our own mesh port (see `call`)
         self.lane = _oip_lane(self.settings, self._app.upstream, self, self.oip, self.limits)
+        self.grpc_lane = _oip_grpc_lane(self.settings, self, self.oip, self.limits)
         self._http = HttpSide(
             self.settings, self.router, oip_routes(self.oip, self.pool), lane=self.lane
         )
-        self._grpc = GrpcSide(self.oip)
+        self._grpc = GrpcSide(self.oip, self.grpc_lane)
         self.endpoint: Endpoint | None = None
         self.addresses: dict[str, str] = {}
         self._app_healthy = False
@@ -345,10 +346,12 @@ class Daemon:
         loop = asyncio.get_running_loop()
         until = loop.time() + self.settings.drain_timeout
         finished = await self.server.drain(self.settings.drain_timeout)
-        if self.lane is not None:
+        for lane in (self.lane, self.grpc_lane):
+            if lane is None:
+                continue
             try:
                 async with asyncio.timeout_at(until):
-                    await self.lane.wait_idle()
+                    await lane.wait_idle()
             except TimeoutError:
                 finished = False
         if not finished:
@@ -364,9 +367,10 @@ class Daemon:
                 await task
         await self.server.aclose()
         await self._http.aclose()
-        if self.lane is not None:
-            await self.lane.aclose()
         await self._grpc.aclose()
+        for lane in (self.lane, self.grpc_lane):
+            if lane is not None:
+                await lane.aclose()
         await self.oip.aclose()
         if self._loopback is not None:
             await self._loopback.aclose()
@@ -521,12 +525,12 @@ class Daemon:
         """Draining: deregistered, finishing what is in flight, taking nothing new."""
         return self._draining
 
-    def observe(self, service: str, seconds: float, outcome: str) -> None:
-        """Count a request the local HTTP listener's fast lane served, as `call` counts."""
+    def observe(self, service: str, protocol: str, seconds: float, outcome: str) -> None:
+        """Count a request a local listener's fast lane served, as `call` counts."""
         metrics = self._metrics.get(service) or self._service_metrics(service)
         metrics.latency.observe(seconds)
         REQUESTS.labels(service, "app", outcome).inc()
-        FAST_LANE.labels(service, outcome).inc()
+        FAST_LANE.labels(service, protocol, outcome).inc()
 
     def _pong(self) -> dict[str, object]:
         """What a PING is answered with: our app's load, and whether it serves (its probe
@@ -728,6 +732,19 @@ def _oip_lane(
         return None
     size = limits.max_message_size + limits.max_header_size
     return OipAppLane(service, app, lambda: upstream.binary, daemon, oip.stats, size)
+
+
+def _oip_grpc_lane(
+    settings: Settings, daemon: Daemon, oip: OipServer, limits: transport.Limits
+) -> OipGrpcAppLane | None:
+    """The local gRPC listener's fast lane to the OIP gRPC app, where one applies."""
+    service, app = settings.service, settings.app
+    if settings.app_protocol != "oip-grpc" or service is None or not app:
+        return None
+    if not OipGrpcAppLane.applies(service, settings.app_model, app):
+        return None
+    size = limits.max_message_size + limits.max_header_size
+    return OipGrpcAppLane(service, app, daemon, oip.stats, size)
 
 
 def _package_version() -> str:

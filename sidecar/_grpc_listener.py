@@ -12,16 +12,18 @@ from grpc_health.v1._async import HealthServicer
 from ._errors import ConfigError
 from ._settings import format_host_port, parse_host_port
 from .oip import OipGrpcService, OipServer, grpc_options
+from .oip._grpc import Lane
 
 _STOP_GRACE: Final = 2.0
 
 
 class GrpcSide:
-    """A grpc.aio server with the OIP service over `oip` and the health service, which
-    says SERVING while the sidecar is ready."""
+    """A grpc.aio server with the OIP service over `oip` (ModelInfer through `lane` where
+    it takes it) and the health service, which says SERVING while the sidecar is ready."""
 
-    def __init__(self, oip: OipServer) -> None:
+    def __init__(self, oip: OipServer, lane: Lane | None = None) -> None:
         self._oip = oip
+        self._lane = lane
         self._server: grpc.aio.Server | None = None
         self._health = HealthServicer()
         self._ready: bool | None = None
@@ -30,7 +32,7 @@ class GrpcSide:
         """Listen on HOST:PORT; the bound "host:port". Raises ConfigError naming --grpc-addr."""
         host, port = parse_host_port(address)
         server = grpc.aio.server(options=grpc_options(self._oip.limits))
-        server.add_generic_rpc_handlers((OipGrpcService(self._oip).handler(),))
+        server.add_generic_rpc_handlers((OipGrpcService(self._oip, self._lane).handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         try:
             bound = server.add_insecure_port(format_host_port(host, port))

@@ -68,8 +68,8 @@ LOOP_TASKS: Final = Gauge(
     "arrowmesh_event_loop_tasks", "Tasks alive on the sidecar's event loop (flat when idle)"
 )
 FAST_LANE: Final = Counter(
-    "arrowmesh_http_fast_lane",
-    "Inference requests the local HTTP listener passed to the fronted OIP app as they came"
-    " (the fast lane), by service and outcome",
-    ["service", "outcome"],
+    "arrowmesh_fast_lane",
+    "Inference requests a local listener passed to the fronted OIP app as they came (the"
+    " fast lane), by service, protocol (http, grpc) and outcome",
+    ["service", "protocol", "outcome"],
 )

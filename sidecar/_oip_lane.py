@@ -1,4 +1,4 @@
-"""The fast lane of the local HTTP listener: inference on the OIP HTTP app this sidecar fronts.
+"""The fast lanes of the local listeners: inference on the OIP app this sidecar fronts.
 
 A client of the model this sidecar fronts (`--app-protocol oip-http`, the model under the
 service's own name) asks `POST /v2/models/{service}[/versions/{v}]/infer`. Decoding that
@@ -16,6 +16,11 @@ region (regions are registered with the sidecar, not with the server), binary te
 a server without the binary extension (MLServer: the front door sends JSON), compressed
 bodies, bodies over MAX_BODY, and any request before the server's extensions are known.
 Each is served by the full front door, as before.
+
+The gRPC lane (`OipGrpcAppLane`, `--app-protocol oip-grpc`) does the same for ModelInfer
+on the local gRPC listener: the request's bytes go to the server's ModelInfer unparsed,
+its answer's bytes or its status code and message come back as they were; requests that
+name a shared-memory region, and ModelStreamInfer, take the front door.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ import json
 import re
 import time
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
+
+import grpc
 
 import transport
 from transport import ErrorCode
@@ -56,8 +63,8 @@ class AppHooks(Protocol):
         """Admit a request to the app (raises RemoteError "overloaded" over the queue limit),
         count it in flight, and tell the app's health how it ended."""
 
-    def observe(self, service: str, seconds: float, outcome: str) -> None:
-        """Count a finished request in the request metrics."""
+    def observe(self, service: str, protocol: str, seconds: float, outcome: str) -> None:
+        """Count a finished request of the lane for `protocol` (http, grpc) in the metrics."""
 
 
 class Stats(Protocol):
@@ -160,7 +167,7 @@ class OipAppLane:
             self._stats.observe(
                 self._model, outcome == "ok", int(seconds * 1e9), time.time_ns() // 1_000_000
             )
-            self._hooks.observe(self._model, seconds, outcome)
+            self._hooks.observe(self._model, "http", seconds, outcome)
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
@@ -210,3 +217,119 @@ def _message(body: bytes) -> str:
 
 def _error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
+
+
+class OipGrpcAppLane:
+    """The gRPC lane for `model`, the OIP gRPC server at `url` (grpc://host:port)."""
+
+    def __init__(
+        self, model: str, url: str, hooks: AppHooks, stats: Stats, max_message: int
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "grpc" or not parts.netloc:
+            raise ValueError(f"the gRPC fast lane takes a grpc:// app, not {url!r}")
+        self._model = model
+        self._url = url
+        self._target = parts.netloc
+        self._hooks = hooks
+        self._stats = stats
+        self._max_message = min(max_message, 2**31 - 1)
+        self._call: Any = None  # made on first use, in the event loop the channel needs
+        self._channel: grpc.aio.Channel | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @staticmethod
+    def applies(model: str, app_model: str | None, url: str) -> bool:
+        """True if a lane can serve the app: plaintext gRPC, the model under its name."""
+        return (app_model in (None, "", model)) and urlsplit(url).scheme == "grpc"
+
+    def takes(self, model_name: str, rest: bytes) -> bool:
+        """True for ModelInfer of this model naming no shared-memory region (`rest`: the
+        request without its tensor bytes)."""
+        return model_name == self._model and b"shared_memory" not in rest
+
+    async def infer(
+        self, request: bytes, timeout: float | None, traceparent: str | None
+    ) -> bytes | tuple[str, str]:
+        """The server's ModelInferResponse bytes, or its error as (status code name,
+        message); ours when it cannot be reached."""
+        started = time.perf_counter()
+        outcome = "ok"
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            if self._hooks.draining:
+                raise transport.RemoteError(ErrorCode.UNAVAILABLE, "the sidecar is draining")
+            with self._hooks.lane_request(self._model):
+                return await self._forward(request, timeout, traceparent)
+        except _GrpcAnswered as exc:
+            outcome = exc.code.value
+            return exc.status, exc.details
+        except asyncio.CancelledError:  # gRPC cancels the call when the caller's deadline passes
+            late = timeout is not None and time.perf_counter() - started >= timeout * 0.99
+            outcome = (ErrorCode.DEADLINE_EXCEEDED if late else ErrorCode.CANCELLED).value
+            raise
+        except Exception as exc:
+            outcome = transport.error_code_of(exc).value
+            error = oip_error_of(exc)
+            return error.grpc_code, error.message
+        finally:
+            seconds = time.perf_counter() - started
+            self._stats.observe(
+                self._model, outcome == "ok", int(seconds * 1e9), time.time_ns() // 1_000_000
+            )
+            self._hooks.observe(self._model, "grpc", seconds, outcome)
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no request is in the lane."""
+        await self._idle.wait()
+
+    async def aclose(self) -> None:
+        """Close the channel to the server."""
+        if self._channel is not None:
+            channel, self._channel, self._call = self._channel, None, None
+            await channel.close()
+
+    async def _forward(
+        self, request: bytes, timeout: float | None, traceparent: str | None
+    ) -> bytes:
+        if self._call is None:
+            size = self._max_message
+            self._channel = grpc.aio.insecure_channel(
+                self._target,
+                options=[
+                    ("grpc.max_receive_message_length", size),
+                    ("grpc.max_send_message_length", size),
+                    ("grpc.max_reconnect_backoff_ms", 1000),
+                ],
+            )
+            self._call = self._channel.unary_unary(MODEL_INFER)
+        metadata = (("traceparent", ensure_traceparent(traceparent)),)
+        try:
+            answer: bytes = await self._call(request, timeout=timeout, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            status, details = exc.code().name, exc.details() or ""
+            if status == "UNAVAILABLE":
+                raise transport.RemoteError(
+                    ErrorCode.UNAVAILABLE, f"the app at {self._url} cannot be reached: {details}"
+                ) from None
+            error = upstream_error("oip-grpc", f"StatusCode.{status}", details)
+            raise _GrpcAnswered(error, status, details) from None
+        return answer
+
+
+MODEL_INFER: Final = "/inference.GRPCInferenceService/ModelInfer"
+
+
+class _GrpcAnswered(transport.RemoteError):
+    """The server answered with an error status: it goes back to the client as it is."""
+
+    def __init__(self, error: transport.RemoteError, status: str, details: str) -> None:
+        super().__init__(error.code, error.message, error.remote_type)
+        self.status = status
+        self.details = details

@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import grpc
 from tritonclient.grpc import service_pb2
@@ -67,6 +67,8 @@ class Incoming:
     message: Proto | None
     raws: list[memoryview] = field(default_factory=list)
     error: OipError | None = None
+    data: bytes = b""  # the request as received
+    rest: bytes = b""  # the request without its tensor bytes
 
 
 def _reader(limit: int) -> Callable[[bytes], Incoming]:
@@ -75,7 +77,8 @@ def _reader(limit: int) -> Callable[[bytes], Incoming]:
             return Incoming(None, error=_too_large(len(data), limit))
         try:
             rest, raws = split_raw(data)
-            return Incoming(service_pb2.ModelInferRequest.FromString(rest), raws)
+            message = service_pb2.ModelInferRequest.FromString(rest)
+            return Incoming(message, raws, data=data, rest=rest)
         except Exception as exc:  # WireError, or protobuf's DecodeError (an Exception)
             return Incoming(None, error=OipError.invalid(f"malformed ModelInferRequest: {exc}"))
 
@@ -91,12 +94,27 @@ def _too_large(size: int, limit: int) -> OipError:
     )
 
 
+class Lane(Protocol):
+    """ModelInfer requests served without the front door (sidecar._oip_lane)."""
+
+    def takes(self, model_name: str, rest: bytes) -> bool:
+        """True if the lane serves this request (`rest`: it without its tensor bytes)."""
+
+    async def infer(
+        self, request: bytes, timeout: float | None, traceparent: str | None
+    ) -> bytes | tuple[str, str]:
+        """The ModelInferResponse bytes, or an error as (status code name, message)."""
+
+
 class OipGrpcService:
     """The `inference.GRPCInferenceService` methods over an `OipServer`; `handler()` is
-    what a grpc.aio server adds."""
+    what a grpc.aio server adds. With a `lane`, the ModelInfer requests it takes skip the
+    front door."""
 
-    def __init__(self, server: OipServer) -> None:
+    def __init__(self, server: OipServer, lane: Lane | None = None) -> None:
         self._server = server
+        self._lane = lane
+        self._front_door = _answering_errors(self._model_infer)
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler serving every method this front door implements."""
@@ -132,7 +150,7 @@ class OipGrpcService:
         }
         read = _reader(self._server.limits.max_message_size)
         methods["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
-            _answering_errors(self.model_infer), request_deserializer=read
+            self.model_infer, request_deserializer=read
         )
         methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
             self.model_stream_infer, request_deserializer=read
@@ -177,6 +195,22 @@ class OipGrpcService:
     # Inference
 
     async def model_infer(self, request: Incoming, context: Context) -> bytes:
+        lane = self._lane
+        if (
+            lane is not None
+            and request.message is not None
+            and lane.takes(request.message.model_name, request.rest)
+        ):
+            remaining = context.time_remaining()
+            answer = await lane.infer(request.data, remaining, _traceparent(context))
+            if isinstance(answer, tuple):  # the server's status, as it answered
+                await context.abort(grpc.StatusCode[answer[0]], answer[1])
+            assert isinstance(answer, bytes)
+            return answer
+        answered: bytes = await self._front_door(request, context)
+        return answered
+
+    async def _model_infer(self, request: Incoming, context: Context) -> bytes:
         return await _joined(await self._infer(request, context))
 
     async def model_stream_infer(self, requests: AsyncIterator[Incoming], context: Context) -> None:

@@ -1,8 +1,8 @@
-"""The local HTTP listener's fast lane (sidecar._oip_lane): unmodified tritonclient.http
-against a sidecar fronting a real Triton or MLServer over OIP HTTP.
+"""The local listeners' fast lanes (sidecar._oip_lane): unmodified tritonclient.http and
+.grpc against a sidecar fronting a real Triton or MLServer over OIP HTTP or gRPC.
 
-The lane passes an inference request for the fronted model to the server as it came and
-brings the server's answer back as sent; `arrowmesh_http_fast_lane_total` counts what it
+A lane passes an inference request for the fronted model to the server as it came and
+brings the server's answer back as sent; `arrowmesh_fast_lane_total` counts what it
 served, so each test shows which path a request took, not only that it worked.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
@@ -33,7 +34,7 @@ from .servers import ModelServer
 
 pytestmark = [pytest.mark.model_servers, pytest.mark.timeout(300)]
 
-LANE = "arrowmesh_http_fast_lane_total"
+LANE = "arrowmesh_fast_lane_total"
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,8 @@ def client(front: Sidecar) -> Iterator[Any]:
     c.close()
 
 
-def lane_count(front: Sidecar, outcome: str = "ok") -> float:
-    return front.metric(LANE, service="echo", outcome=outcome)
+def lane_count(front: Sidecar, outcome: str = "ok", protocol: str = "http") -> float:
+    return front.metric(LANE, service="echo", protocol=protocol, outcome=outcome)
 
 
 def infer(client: Any, inputs: dict[str, Any], binary: bool = True, **kw: Any) -> Any:
@@ -266,3 +267,86 @@ def test_nothing_leaks_after_callers_hang_up_mid_request(
     wait_for(lambda: in_flight(front) == 0, 30, "nothing in flight")
     fds = len(os.listdir(f"/proc/{front.proc.pid}/fd"))
     assert fds < 64, fds  # no connection per cancelled request left open
+
+
+# The gRPC lane
+
+
+@pytest.fixture(scope="module")
+def grpc_front(triton: ModelServer, module_sidecars: SidecarGroup) -> Sidecar:
+    """A sidecar fronting the module's Triton over OIP gRPC, under the model's own name."""
+    return module_sidecars.start("echo", triton.grpc_url, "oip-grpc")
+
+
+def grpc_infer(client: Any, inputs: dict[str, Any], **kw: Any) -> Any:
+    tensors = []
+    for name, array in inputs.items():
+        datatype = "BYTES" if array.dtype == object else _datatype(array.dtype)
+        tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    wanted = [grpcclient.InferRequestedOutput(f"out_{n}") for n in inputs]
+    return client.infer("echo", tensors, outputs=wanted, **kw)
+
+
+def test_grpc_model_infer_takes_the_lane_with_tritons_answers(grpc_front: Sidecar) -> None:
+    client = grpcclient.InferenceServerClient(grpc_front.info["grpc"])
+    try:
+        before = lane_count(grpc_front, protocol="grpc")
+        inputs = every_datatype()
+        result = grpc_infer(client, inputs, request_id="g-1")
+        for name, array in inputs.items():
+            assert same(result.as_numpy(f"out_{name}"), array), name
+        assert result.get_response().id == "g-1"
+        assert lane_count(grpc_front, protocol="grpc") == before + 1
+        with pytest.raises(InferenceServerException) as caught:
+            grpc_infer(client, {"f32": np.zeros((2, 2, 2), np.float32)})
+        assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "unexpected shape for input 'f32' for model 'echo'" in caught.value.message()
+        with pytest.raises(InferenceServerException) as caught:
+            grpc_infer(client, {"delay_s": np.array([1.0], np.float32)}, client_timeout=0.3)
+        assert caught.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+        stats = client.get_inference_statistics("echo", as_json=True)["model_stats"][0]
+        assert int(stats["inference_stats"]["fail"]["count"]) >= 1
+    finally:
+        client.close()
+    wait_for(lambda: lane_count(grpc_front, "deadline_exceeded", "grpc") == 1, 30, "the deadline")
+
+
+def test_grpc_shared_memory_requests_take_the_front_door(grpc_front: Sidecar) -> None:
+    client = grpcclient.InferenceServerClient(grpc_front.info["grpc"])
+    x = np.arange(256, dtype=np.int32).reshape(1, -1)
+    key = f"/arrowmesh-test-grpc-lane-{os.getpid()}"
+    region = shm.create_shared_memory_region("g-in", key, x.nbytes)
+    before = lane_count(grpc_front, protocol="grpc")
+    try:
+        client.register_system_shared_memory("g-in", key, x.nbytes)
+        shm.set_shared_memory_region(region, [x])
+        tensor = grpcclient.InferInput("i32", list(x.shape), "INT32")
+        tensor.set_shared_memory("g-in", x.nbytes)
+        result = client.infer("echo", [tensor])
+        assert np.array_equal(result.as_numpy("out_i32"), x)
+    finally:
+        client.unregister_system_shared_memory()
+        client.close()
+        shm.destroy_shared_memory_region(region)
+    assert lane_count(grpc_front, protocol="grpc") == before
+
+
+def test_a_grpc_server_gone_is_unavailable_with_the_reason(
+    triton: ModelServer, sidecars: SidecarGroup
+) -> None:
+    front = sidecars.start("echo", triton.grpc_url, "oip-grpc")
+    client = grpcclient.InferenceServerClient(front.info["grpc"])
+    try:
+        grpc_infer(client, {"i8": np.ones((1, 1), np.int8)})
+        triton.stop()
+        try:
+            with pytest.raises(InferenceServerException) as caught:
+                grpc_infer(client, {"i8": np.ones((1, 1), np.int8)}, client_timeout=20)
+        finally:
+            triton.start()
+    finally:
+        client.close()
+    assert caught.value.status() == "StatusCode.UNAVAILABLE", caught.value
+    assert f"the app at {triton.grpc_url} cannot be reached" in caught.value.message()
