@@ -7,6 +7,7 @@ import socket
 
 import numpy as np
 import pytest
+from aiohttp import web
 
 import transport
 from sidecar import STATUS
@@ -138,3 +139,34 @@ async def test_a_server_that_is_not_there_is_unavailable_and_unready(
         assert caught.value.code is ErrorCode.UNAVAILABLE, caught.value
     finally:
         await upstream.aclose()
+
+
+async def test_answers_are_asked_for_uncompressed() -> None:
+    # aiohttp asks for gzip unless told otherwise, and Triton then deflates every answer
+    # (a 64 MiB output cost the sidecar about a second to inflate). A recording server
+    # stands in for the model server: what matters is the request the adapter sends.
+    seen: list[str] = []
+
+    async def metadata(request: web.Request) -> web.Response:
+        return web.json_response({"name": "recorder", "extensions": ["binary_tensor_data"]})
+
+    async def infer(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Accept-Encoding", ""))
+        outputs = [{"name": "y", "datatype": "FP32", "shape": [2], "data": [1.0, 1.0]}]
+        return web.json_response({"model_name": "m", "outputs": outputs})
+
+    app = web.Application()
+    app.router.add_get("/v2", metadata)
+    app.router.add_post("/v2/models/m/infer", infer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    upstream = OipUpstream(UpstreamConfig(f"http://127.0.0.1:{port}", "oip-http", "m"), Limits())
+    try:
+        await upstream.handle(_request(), None, None)
+    finally:
+        await upstream.aclose()
+        await runner.cleanup()
+    assert seen == ["identity"]
