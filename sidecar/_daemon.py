@@ -731,7 +731,9 @@ def _oip_lane(
     if not OipAppLane.applies(service, settings.app_model, app):
         return None
     size = limits.max_message_size + limits.max_header_size
-    return OipAppLane(service, app, lambda: upstream.binary, daemon, oip.stats, size)
+    return OipAppLane(
+        service, app, lambda: upstream.binary, daemon, oip.stats, size, registry=oip.regions
+    )
 
 
 def _oip_grpc_lane(

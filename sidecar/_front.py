@@ -61,6 +61,7 @@ class LaneRequest:
     target: str
     headers: dict[str, str]
     body: bytes
+    note: object = None  # what the lane's `takes` learnt of it, for `serve`
 
 
 @dataclass(slots=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import re
 import time
@@ -40,8 +41,10 @@ import transport
 from transport import ErrorCode
 
 from ._front import LaneAnswer, LaneRequest
+from ._server_regions import NotShared, ServerRegions
 from ._trace import ensure_traceparent
-from .oip import oip_error_of
+from .oip import OipError, SystemShmRegistry, oip_error_of
+from .oip._model import SHM_REGION
 from .oip_upstream import upstream_error
 from .oip_upstream._raw_http import RawHttp, RawHttpError
 
@@ -98,6 +101,7 @@ class OipAppLane:
         hooks: AppHooks,
         stats: Stats,
         max_answer: int,
+        registry: SystemShmRegistry | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or parts.hostname is None:
@@ -114,11 +118,21 @@ class OipAppLane:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._registry = registry
+        self.server_regions: ServerRegions | None = None
+        if registry is not None:
+            self.server_regions = ServerRegions(self._server_call, registry.directory)
+            registry.on_release.append(self.server_regions.released)
 
     @staticmethod
     def applies(model: str, app_model: str | None, url: str) -> bool:
         """True if a lane can serve the app: plain http, the model under the service's name."""
         return (app_model in (None, "", model)) and urlsplit(url).scheme == "http"
+
+    async def _server_call(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        """One OIP HTTP call to the server (the shared-memory extension's)."""
+        answer = await self._raw.request(method, self._base + path, [_JSON], body)
+        return answer.status, answer.body
 
     # Lane
 
@@ -139,7 +153,27 @@ class OipAppLane:
             if not 0 < int(length) <= len(body):
                 return False  # the front door answers what is wrong with it
             body = body[: int(length)]
-        return b"shared_memory" not in body
+        if b"shared_memory" not in body:
+            return True
+        return self._takes_regions(request, body)
+
+    def _takes_regions(self, request: LaneRequest, header: bytes) -> bool:
+        """True if the server maps our shared memory and every region named is registered
+        here; notes the parsed JSON for `serve` (which names the server's aliases)."""
+        regions, registry = self.server_regions, self._registry
+        if regions is None or registry is None or regions.shared is not True:
+            if regions is not None:
+                regions.start_probe()
+            return False
+        try:
+            document = json.loads(header)
+            named = _named_regions(document)
+            for name in named:
+                registry.status(name)
+        except (ValueError, TypeError, OipError):
+            return False  # the front door says what is wrong with it
+        request.note = document
+        return True
 
     async def serve(self, request: LaneRequest) -> LaneAnswer:
         """The server's answer to `request`, or ours when it cannot be had."""
@@ -177,13 +211,41 @@ class OipAppLane:
         await self._idle.wait()
 
     async def aclose(self) -> None:
-        """Close the connections to the server."""
+        """Unregister the regions' aliases on the server, close the connections to it."""
+        if self.server_regions is not None:
+            await self.server_regions.aclose()
         await self._raw.aclose()
 
     async def _forward(self, request: LaneRequest) -> LaneAnswer:
+        if request.note is None:
+            return await self._send(request, request.body, request.headers.get(HEADER_LENGTH))
+        answer = await self._send_aliased(request)
+        if answer.status == 400 and b"Unable to find system shared memory region" in answer.body:
+            assert self.server_regions is not None
+            self.server_regions.forget()  # the server restarted: register them again
+            answer = await self._send_aliased(request)
+        return answer
+
+    async def _send_aliased(self, request: LaneRequest) -> LaneAnswer:
+        """`request` naming the server's aliases of its regions instead of ours."""
+        assert self.server_regions is not None and self._registry is not None
+        document = copy.deepcopy(request.note)
+        for params in _region_params(document):
+            status = self._registry.status(params[SHM_REGION])[0]  # gone: OipError
+            try:
+                params[SHM_REGION] = await self.server_regions.alias(status)
+            except NotShared as exc:
+                why = f"the app cannot map region '{status.name}': {exc}"
+                raise OipError.invalid(why) from None
+        header = json.dumps(document, separators=(",", ":")).encode()
+        length = request.headers.get(HEADER_LENGTH)
+        rest = request.body[int(length) :] if length is not None else b""
+        new_length = str(len(header)) if length is not None else None
+        return await self._send(request, header + rest, new_length)
+
+    async def _send(self, request: LaneRequest, body: bytes, length: str | None) -> LaneAnswer:
         headers = request.headers
         out = [("traceparent", ensure_traceparent(headers.get("traceparent")))]
-        length = headers.get(HEADER_LENGTH)
         if length is not None:
             out.append(("Inference-Header-Content-Length", length))
             if "content-type" in headers:
@@ -191,7 +253,7 @@ class OipAppLane:
         else:
             out.append(_JSON)  # FastAPI-based servers (MLServer) read JSON only with it
         try:
-            raw = await self._raw.request("POST", self._base + request.target, out, request.body)
+            raw = await self._raw.request("POST", self._base + request.target, out, body)
         except RawHttpError as exc:
             raise transport.RemoteError(
                 ErrorCode.UNAVAILABLE, f"the app at {self._url} cannot be reached: {exc}"
@@ -202,6 +264,33 @@ class OipAppLane:
         if raw.status >= 400:
             raise _Answered(upstream_error(PROTOCOL, str(raw.status), _message(raw.body)), answer)
         return answer
+
+
+def _region_params(document: Any) -> list[dict[str, Any]]:
+    """The parameter objects of the inputs and outputs that name a region."""
+    found = []
+    for key in ("inputs", "outputs"):
+        entries = document.get(key) or []
+        if not isinstance(entries, list):
+            raise TypeError(f"'{key}' is not an array")
+        for entry in entries:
+            params = entry.get("parameters") if isinstance(entry, dict) else None
+            if isinstance(params, dict) and SHM_REGION in params:
+                found.append(params)
+    return found
+
+
+def _named_regions(document: Any) -> list[str]:
+    """The region names a request's JSON names. Raises TypeError when it is malformed."""
+    if not isinstance(document, dict):
+        raise TypeError("not a JSON object")
+    names = []
+    for params in _region_params(document):
+        name = params[SHM_REGION]
+        if not isinstance(name, str):
+            raise TypeError("a region name is not a string")
+        names.append(name)
+    return names
 
 
 def _message(body: bytes) -> str:

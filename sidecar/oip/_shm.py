@@ -25,7 +25,7 @@ import contextlib
 import logging
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -87,6 +87,13 @@ class SystemShmRegistry:
         self._regions: dict[str, _Region] = {}
         self._registering: set[str] = set()
         self._reaper: asyncio.Task[None] | None = None
+        # Called with each region's status once it is unregistered (by name, all, reaped).
+        self.on_release: list[Callable[[RegionStatus], None]] = []
+
+    @property
+    def directory(self) -> str:
+        """Where the objects that keys name are (shm_open's directory)."""
+        return self._directory
 
     def __len__(self) -> int:
         return len(self._regions)
@@ -143,6 +150,8 @@ class SystemShmRegistry:
                 region.closing = True
                 if not region.borrowers:
                     _unmap(region)
+                for released in self.on_release:
+                    released(region.status)
 
     async def aclose(self) -> None:
         """Stop the reaper and unregister every region (at shutdown)."""
