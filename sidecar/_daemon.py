@@ -746,7 +746,7 @@ def _oip_grpc_lane(
     if not OipGrpcAppLane.applies(service, settings.app_model, app):
         return None
     size = limits.max_message_size + limits.max_header_size
-    return OipGrpcAppLane(service, app, daemon, oip.stats, size)
+    return OipGrpcAppLane(service, app, daemon, oip.stats, size, registry=oip.regions)
 
 
 def _package_version() -> str:

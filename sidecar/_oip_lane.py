@@ -36,14 +36,17 @@ from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 import grpc
+from tritonclient.grpc import service_pb2
 
 import transport
 from transport import ErrorCode
 
 from ._front import LaneAnswer, LaneRequest
-from ._server_regions import NotShared, ServerRegions
+from ._server_regions import ALIAS_PREFIX, NotShared, ServerRegions
 from ._trace import ensure_traceparent
-from .oip import OipError, SystemShmRegistry, oip_error_of
+from .oip import OipError, RegionStatus, SystemShmRegistry, oip_error_of
+from .oip._grpc import Incoming
+from .oip._grpc_wire import RAW_INPUT_CONTENTS, with_raw
 from .oip._model import SHM_REGION
 from .oip_upstream import upstream_error
 from .oip_upstream._raw_http import RawHttp, RawHttpError
@@ -121,7 +124,9 @@ class OipAppLane:
         self._registry = registry
         self.server_regions: ServerRegions | None = None
         if registry is not None:
-            self.server_regions = ServerRegions(self._server_call, registry.directory)
+            self.server_regions = ServerRegions(
+                self._register_region, self._unregister_region, registry.directory
+            )
             registry.on_release.append(self.server_regions.released)
 
     @staticmethod
@@ -129,10 +134,19 @@ class OipAppLane:
         """True if a lane can serve the app: plain http, the model under the service's name."""
         return (app_model in (None, "", model)) and urlsplit(url).scheme == "http"
 
-    async def _server_call(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
-        """One OIP HTTP call to the server (the shared-memory extension's)."""
-        answer = await self._raw.request(method, self._base + path, [_JSON], body)
-        return answer.status, answer.body
+    async def _register_region(self, name: str, region: RegionStatus) -> None:
+        """Register `region` with the server as `name`. Raises NotShared (refused)."""
+        body = json.dumps(
+            {"key": region.key, "offset": region.offset, "byte_size": region.byte_size}
+        ).encode()
+        path = f"{self._base}/v2/systemsharedmemory/region/{name}/register"
+        answer = await self._raw.request("POST", path, [_JSON], body)
+        if answer.status != 200:
+            raise NotShared(_message(answer.body))
+
+    async def _unregister_region(self, name: str) -> None:
+        path = f"{self._base}/v2/systemsharedmemory/region/{name}/unregister"
+        await self._raw.request("POST", path, [_JSON], b"")
 
     # Lane
 
@@ -219,12 +233,14 @@ class OipAppLane:
     async def _forward(self, request: LaneRequest) -> LaneAnswer:
         if request.note is None:
             return await self._send(request, request.body, request.headers.get(HEADER_LENGTH))
-        answer = await self._send_aliased(request)
-        if answer.status == 400 and b"Unable to find system shared memory region" in answer.body:
+        try:
+            return await self._send_aliased(request)
+        except _Answered as exc:
+            if not _lost_region(exc.message):
+                raise
             assert self.server_regions is not None
             self.server_regions.forget()  # the server restarted: register them again
-            answer = await self._send_aliased(request)
-        return answer
+            return await self._send_aliased(request)
 
     async def _send_aliased(self, request: LaneRequest) -> LaneAnswer:
         """`request` naming the server's aliases of its regions instead of ours."""
@@ -264,6 +280,12 @@ class OipAppLane:
         if raw.status >= 400:
             raise _Answered(upstream_error(PROTOCOL, str(raw.status), _message(raw.body)), answer)
         return answer
+
+
+def _lost_region(message: str) -> bool:
+    """True for the server's answer to a region it does not know (Triton: "Unable to find
+    shared memory region: 'NAME'"), NAME one of our aliases: it lost them."""
+    return "Unable to find" in message and f"region: '{ALIAS_PREFIX}-" in message
 
 
 def _region_params(document: Any) -> list[dict[str, Any]]:
@@ -312,7 +334,13 @@ class OipGrpcAppLane:
     """The gRPC lane for `model`, the OIP gRPC server at `url` (grpc://host:port)."""
 
     def __init__(
-        self, model: str, url: str, hooks: AppHooks, stats: Stats, max_message: int
+        self,
+        model: str,
+        url: str,
+        hooks: AppHooks,
+        stats: Stats,
+        max_message: int,
+        registry: SystemShmRegistry | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "grpc" or not parts.netloc:
@@ -323,24 +351,47 @@ class OipGrpcAppLane:
         self._hooks = hooks
         self._stats = stats
         self._max_message = min(max_message, 2**31 - 1)
-        self._call: Any = None  # made on first use, in the event loop the channel needs
-        self._channel: grpc.aio.Channel | None = None
+        self._channel: grpc.aio.Channel | None = None  # made on first use, in the loop
+        self._calls: dict[str, Any] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._registry = registry
+        self.server_regions: ServerRegions | None = None
+        if registry is not None:
+            self.server_regions = ServerRegions(
+                self._register_region, self._unregister_region, registry.directory
+            )
+            registry.on_release.append(self.server_regions.released)
 
     @staticmethod
     def applies(model: str, app_model: str | None, url: str) -> bool:
         """True if a lane can serve the app: plaintext gRPC, the model under its name."""
         return (app_model in (None, "", model)) and urlsplit(url).scheme == "grpc"
 
-    def takes(self, model_name: str, rest: bytes) -> bool:
-        """True for ModelInfer of this model naming no shared-memory region (`rest`: the
-        request without its tensor bytes)."""
-        return model_name == self._model and b"shared_memory" not in rest
+    def takes(self, request: Incoming) -> bool:
+        """True for ModelInfer of this model, naming regions only where the server maps
+        our shared memory and each is registered here."""
+        message = request.message
+        if message is None or message.model_name != self._model:
+            return False
+        if b"shared_memory" not in request.rest:
+            return True
+        regions, registry = self.server_regions, self._registry
+        if regions is None or registry is None or regions.shared is not True:
+            if regions is not None:
+                regions.start_probe()
+            return False
+        try:
+            for tensor in (*message.inputs, *message.outputs):
+                if SHM_REGION in tensor.parameters:
+                    registry.status(tensor.parameters[SHM_REGION].string_param)
+        except OipError:
+            return False  # the front door says which
+        return True
 
     async def infer(
-        self, request: bytes, timeout: float | None, traceparent: str | None
+        self, request: Incoming, timeout: float | None, traceparent: str | None
     ) -> bytes | tuple[str, str]:
         """The server's ModelInferResponse bytes, or its error as (status code name,
         message); ours when it cannot be reached."""
@@ -379,28 +430,87 @@ class OipGrpcAppLane:
         await self._idle.wait()
 
     async def aclose(self) -> None:
-        """Close the channel to the server."""
+        """Unregister the regions' aliases on the server, close the channel to it."""
+        if self.server_regions is not None:
+            await self.server_regions.aclose()
         if self._channel is not None:
-            channel, self._channel, self._call = self._channel, None, None
+            channel, self._channel, self._calls = self._channel, None, {}
             await channel.close()
 
+    def _method(self, name: str, typed: bool = False) -> Any:
+        """A callable for `name` of the inference service: raw request bytes, or with
+        `typed` a protobuf message; the answer comes as bytes, unread."""
+        call = self._calls.get(name)
+        if call is None:
+            if self._channel is None:
+                size = self._max_message
+                self._channel = grpc.aio.insecure_channel(
+                    self._target,
+                    options=[
+                        ("grpc.max_receive_message_length", size),
+                        ("grpc.max_send_message_length", size),
+                        ("grpc.max_reconnect_backoff_ms", 1000),
+                    ],
+                )
+            serialize = _serialized if typed else None
+            call = self._channel.unary_unary(f"/{SERVICE}/{name}", request_serializer=serialize)
+            self._calls[name] = call
+        return call
+
+    async def _register_region(self, name: str, region: RegionStatus) -> None:
+        """Register `region` with the server as `name`. Raises NotShared (refused)."""
+        request = service_pb2.SystemSharedMemoryRegisterRequest(
+            name=name, key=region.key, offset=region.offset, byte_size=region.byte_size
+        )
+        call = self._method("SystemSharedMemoryRegister", typed=True)
+        try:
+            await call(request, timeout=10.0)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.UNAVAILABLE:
+                raise ConnectionError(exc.details() or "unavailable") from None
+            raise NotShared(exc.details() or exc.code().name) from None
+
+    async def _unregister_region(self, name: str) -> None:
+        request = service_pb2.SystemSharedMemoryUnregisterRequest(name=name)
+        await self._method("SystemSharedMemoryUnregister", typed=True)(request, timeout=10.0)
+
     async def _forward(
-        self, request: bytes, timeout: float | None, traceparent: str | None
+        self, request: Incoming, timeout: float | None, traceparent: str | None
     ) -> bytes:
-        if self._call is None:
-            size = self._max_message
-            self._channel = grpc.aio.insecure_channel(
-                self._target,
-                options=[
-                    ("grpc.max_receive_message_length", size),
-                    ("grpc.max_send_message_length", size),
-                    ("grpc.max_reconnect_backoff_ms", 1000),
-                ],
-            )
-            self._call = self._channel.unary_unary(MODEL_INFER)
+        if b"shared_memory" not in request.rest:
+            return await self._send(request.data, timeout, traceparent)
+        try:
+            return await self._send(await self._aliased(request), timeout, traceparent)
+        except _GrpcAnswered as exc:
+            if not _lost_region(exc.details):
+                raise
+            assert self.server_regions is not None
+            self.server_regions.forget()  # the server restarted: register them again
+            return await self._send(await self._aliased(request), timeout, traceparent)
+
+    async def _aliased(self, request: Incoming) -> bytes:
+        """The request naming the server's aliases of its regions instead of ours."""
+        assert self.server_regions is not None and self._registry is not None
+        message = service_pb2.ModelInferRequest()
+        message.CopyFrom(request.message)
+        for tensor in (*message.inputs, *message.outputs):
+            if SHM_REGION not in tensor.parameters:
+                continue
+            status = self._registry.status(tensor.parameters[SHM_REGION].string_param)[0]
+            try:
+                alias = await self.server_regions.alias(status)
+            except NotShared as exc:
+                why = f"the app cannot map region '{status.name}': {exc}"
+                raise OipError.invalid(why) from None
+            tensor.parameters[SHM_REGION].string_param = alias
+        head = message.SerializeToString()
+        return b"".join(with_raw(head, request.raws, RAW_INPUT_CONTENTS))
+
+    async def _send(self, request: bytes, timeout: float | None, traceparent: str | None) -> bytes:
+        call = self._method("ModelInfer")
         metadata = (("traceparent", ensure_traceparent(traceparent)),)
         try:
-            answer: bytes = await self._call(request, timeout=timeout, metadata=metadata)
+            answer: bytes = await call(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             status, details = exc.code().name, exc.details() or ""
             if status == "UNAVAILABLE":
@@ -412,7 +522,12 @@ class OipGrpcAppLane:
         return answer
 
 
-MODEL_INFER: Final = "/inference.GRPCInferenceService/ModelInfer"
+SERVICE: Final = "inference.GRPCInferenceService"
+
+
+def _serialized(message: Any) -> bytes:
+    data: bytes = message.SerializeToString()
+    return data
 
 
 class _GrpcAnswered(transport.RemoteError):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
 import secrets
@@ -36,8 +35,10 @@ logger = logging.getLogger(__name__)
 PROBE_SIZE: Final = 4096
 ALIAS_PREFIX: Final = "arrowmesh"
 
-# (method, path, JSON body) -> (status, answer body): one OIP HTTP call to the server.
-Call = Callable[[str, str, bytes], Awaitable[tuple[int, bytes]]]
+# Register region (its status) with the server under a name; raises NotShared when the
+# server refuses (cannot map it), OSError/ConnectionError when it cannot be reached.
+Register = Callable[[str, RegionStatus], Awaitable[None]]
+Unregister = Callable[[str], Awaitable[None]]
 
 
 class NotShared(Exception):
@@ -47,11 +48,12 @@ class NotShared(Exception):
 class ServerRegions:
     """Aliases of the client's regions on the model server (see the module doc).
 
-    `call` makes an OIP HTTP call to the server; `directory` is where our shm_open puts
-    objects (the registry's)."""
+    `register` and `unregister` are the server's shared-memory calls (HTTP or gRPC);
+    `directory` is where our shm_open puts objects (the registry's)."""
 
-    def __init__(self, call: Call, directory: str) -> None:
-        self._call = call
+    def __init__(self, register: Register, unregister: Unregister, directory: str) -> None:
+        self._register_call = register
+        self._unregister = unregister
         self._directory = directory
         self.shared: bool | None = None  # None: not probed yet
         self._probing: asyncio.Task[None] | None = None
@@ -109,18 +111,8 @@ class ServerRegions:
     # Server calls
 
     async def _register(self, name: str, region: RegionStatus) -> str:
-        body = json.dumps(
-            {"key": region.key, "offset": region.offset, "byte_size": region.byte_size}
-        ).encode()
-        status, answer = await self._call(
-            "POST", f"/v2/systemsharedmemory/region/{name}/register", body
-        )
-        if status != 200:
-            raise NotShared(_error_of(answer))
+        await self._register_call(name, region)
         return name
-
-    async def _unregister(self, name: str) -> None:
-        await self._call("POST", f"/v2/systemsharedmemory/region/{name}/unregister", b"")
 
     def _drop_later(self, registering: asyncio.Task[str]) -> None:
         async def drop() -> None:
@@ -174,13 +166,3 @@ def _make_object(path: str, size: int) -> None:
         os.ftruncate(fd, size)
     finally:
         os.close(fd)
-
-
-def _error_of(answer: bytes) -> str:
-    try:
-        document = json.loads(answer)
-    except (ValueError, UnicodeDecodeError):
-        return answer[:500].decode("utf-8", "replace")
-    if isinstance(document, dict) and isinstance(document.get("error"), str):
-        return str(document["error"])
-    return answer[:500].decode("utf-8", "replace")

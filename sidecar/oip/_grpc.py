@@ -97,11 +97,11 @@ def _too_large(size: int, limit: int) -> OipError:
 class Lane(Protocol):
     """ModelInfer requests served without the front door (sidecar._oip_lane)."""
 
-    def takes(self, model_name: str, rest: bytes) -> bool:
-        """True if the lane serves this request (`rest`: it without its tensor bytes)."""
+    def takes(self, request: Incoming) -> bool:
+        """True if the lane serves this (well-formed) request."""
 
     async def infer(
-        self, request: bytes, timeout: float | None, traceparent: str | None
+        self, request: Incoming, timeout: float | None, traceparent: str | None
     ) -> bytes | tuple[str, str]:
         """The ModelInferResponse bytes, or an error as (status code name, message)."""
 
@@ -196,13 +196,9 @@ class OipGrpcService:
 
     async def model_infer(self, request: Incoming, context: Context) -> bytes:
         lane = self._lane
-        if (
-            lane is not None
-            and request.message is not None
-            and lane.takes(request.message.model_name, request.rest)
-        ):
+        if lane is not None and request.message is not None and lane.takes(request):
             remaining = context.time_remaining()
-            answer = await lane.infer(request.data, remaining, _traceparent(context))
+            answer = await lane.infer(request, remaining, _traceparent(context))
             if isinstance(answer, tuple):  # the server's status, as it answered
                 await context.abort(grpc.StatusCode[answer[0]], answer[1])
             assert isinstance(answer, bytes)

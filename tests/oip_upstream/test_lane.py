@@ -135,31 +135,6 @@ def test_health_metadata_and_inference_share_one_connection(front: Sidecar) -> N
     assert lane_count(front) == before + 3
 
 
-def test_shared_memory_requests_take_the_front_door(front: Sidecar, client: Any) -> None:
-    x = np.arange(1024, dtype=np.float32).reshape(1, -1)
-    key = f"/arrowmesh-test-lane-{os.getpid()}"
-    region = shm.create_shared_memory_region("lane-in", key + "-in", x.nbytes)
-    out = shm.create_shared_memory_region("lane-out", key + "-out", x.nbytes)
-    before = lane_count(front)
-    try:
-        client.register_system_shared_memory("lane-in", key + "-in", x.nbytes)
-        client.register_system_shared_memory("lane-out", key + "-out", x.nbytes)
-        shm.set_shared_memory_region(region, [x])
-        tensor = httpclient.InferInput("f32", list(x.shape), "FP32")
-        tensor.set_shared_memory("lane-in", x.nbytes)
-        wanted = httpclient.InferRequestedOutput("out_f32")
-        wanted.set_shared_memory("lane-out", x.nbytes)
-        client.infer("echo", [tensor], outputs=[wanted])
-        got = shm.get_contents_as_numpy(out, np.float32, list(x.shape))
-        assert np.array_equal(got, x)
-        del got
-    finally:
-        client.unregister_system_shared_memory()
-        shm.destroy_shared_memory_region(region)
-        shm.destroy_shared_memory_region(out)
-    assert lane_count(front) == before  # the regions are the sidecar's, not Triton's
-
-
 def test_the_queue_limit_sheds_lane_requests(triton: ModelServer, sidecars: SidecarGroup) -> None:
     front = sidecars.start("echo", triton.http_url, "oip-http", "--queue-limit", "1")
     address = front.info["http"]
@@ -313,26 +288,6 @@ def test_grpc_model_infer_takes_the_lane_with_tritons_answers(grpc_front: Sideca
     wait_for(lambda: lane_count(grpc_front, "deadline_exceeded", "grpc") == 1, 30, "the deadline")
 
 
-def test_grpc_shared_memory_requests_take_the_front_door(grpc_front: Sidecar) -> None:
-    client = grpcclient.InferenceServerClient(grpc_front.info["grpc"])
-    x = np.arange(256, dtype=np.int32).reshape(1, -1)
-    key = f"/arrowmesh-test-grpc-lane-{os.getpid()}"
-    region = shm.create_shared_memory_region("g-in", key, x.nbytes)
-    before = lane_count(grpc_front, protocol="grpc")
-    try:
-        client.register_system_shared_memory("g-in", key, x.nbytes)
-        shm.set_shared_memory_region(region, [x])
-        tensor = grpcclient.InferInput("i32", list(x.shape), "INT32")
-        tensor.set_shared_memory("g-in", x.nbytes)
-        result = client.infer("echo", [tensor])
-        assert np.array_equal(result.as_numpy("out_i32"), x)
-    finally:
-        client.unregister_system_shared_memory()
-        client.close()
-        shm.destroy_shared_memory_region(region)
-    assert lane_count(grpc_front, protocol="grpc") == before
-
-
 def test_a_grpc_server_gone_is_unavailable_with_the_reason(
     triton: ModelServer, sidecars: SidecarGroup
 ) -> None:
@@ -350,3 +305,115 @@ def test_a_grpc_server_gone_is_unavailable_with_the_reason(
         client.close()
     assert caught.value.status() == "StatusCode.UNAVAILABLE", caught.value
     assert f"the app at {triton.grpc_url} cannot be reached" in caught.value.message()
+
+
+# System shared memory: regions registered with the sidecar, passed on by alias
+
+
+class Regions:
+    """An input and an output region of `size` bytes, registered with a sidecar."""
+
+    def __init__(self, client: Any, tag: str, size: int) -> None:
+        self.client, self.size = client, size
+        base = f"/arrowmesh-test-{tag}-{os.getpid()}"
+        self.names = (f"{tag}-in", f"{tag}-out")
+        self.handles = [
+            shm.create_shared_memory_region(name, f"{base}-{n}", size)
+            for n, name in enumerate(self.names)
+        ]
+        for name, n in zip(self.names, range(2), strict=True):
+            client.register_system_shared_memory(name, f"{base}-{n}", size)
+
+    def round_trip(self, module: Any, x: Any) -> Any:
+        shm.set_shared_memory_region(self.handles[0], [x])
+        tensor = module.InferInput("f32", list(x.shape), "FP32")
+        tensor.set_shared_memory(self.names[0], x.nbytes)
+        wanted = module.InferRequestedOutput("out_f32")
+        wanted.set_shared_memory(self.names[1], x.nbytes)
+        self.client.infer("echo", [tensor], outputs=[wanted])
+        return np.array(shm.get_contents_as_numpy(self.handles[1], np.float32, list(x.shape)))
+
+    def close(self) -> None:
+        try:
+            self.client.unregister_system_shared_memory()
+        finally:
+            for handle in self.handles:
+                shm.destroy_shared_memory_region(handle)
+
+
+def server_regions(server: ModelServer, protocol: str) -> list[str]:
+    """The names of the regions registered with the model server itself."""
+    if protocol == "http":
+        c = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+        try:
+            return sorted(r["name"] for r in c.get_system_shared_memory_status())
+        finally:
+            c.close()
+    g = grpcclient.InferenceServerClient(server.grpc_url.removeprefix("grpc://"))
+    try:
+        return sorted(g.get_system_shared_memory_status(as_json=True).get("regions", {}))
+    finally:
+        g.close()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_regions_are_passed_to_a_server_that_maps_our_shared_memory(
+    triton: ModelServer, front: Sidecar, grpc_front: Sidecar, protocol: str
+) -> None:
+    sidecar = front if protocol == "http" else grpc_front
+    module = httpclient if protocol == "http" else grpcclient
+    client = module.InferenceServerClient(sidecar.info[protocol])
+    x = np.arange(4096, dtype=np.float32).reshape(1, -1)
+    regions = Regions(client, f"alias-{protocol}", x.nbytes)
+    try:
+        assert np.array_equal(regions.round_trip(module, x), x)  # the front door's, probing
+        wait_for(lambda: "maps our shared memory" in sidecar.log.read_text(), 30, "the probe")
+        before = lane_count(sidecar, protocol=protocol)
+        for k in range(3):
+            assert np.array_equal(regions.round_trip(module, x + k), x + k)
+        assert lane_count(sidecar, protocol=protocol) == before + 3
+        aliases = server_regions(triton, protocol)
+        assert len(aliases) == 2 and all(a.startswith("arrowmesh-") for a in aliases), aliases
+    finally:
+        regions.close()
+        client.close()
+    # Unregistered with the sidecar: gone from the server too.
+    wait_for(lambda: server_regions(triton, protocol) == [], 30, "the aliases to go")
+
+
+def test_a_restarted_server_gets_the_aliases_again(
+    triton: ModelServer, sidecars: SidecarGroup
+) -> None:
+    sidecar = sidecars.start("echo", triton.http_url, "oip-http")
+    client = httpclient.InferenceServerClient(sidecar.info["http"], network_timeout=60)
+    x = np.arange(64, dtype=np.float32).reshape(1, -1)
+    regions = Regions(client, "restart", x.nbytes)
+    try:
+        regions.round_trip(httpclient, x)
+        wait_for(lambda: "maps our shared memory" in sidecar.log.read_text(), 30, "the probe")
+        assert np.array_equal(regions.round_trip(httpclient, x), x)
+        triton.stop()
+        triton.start()
+        wait_for(lambda: sidecar.admin("/readyz")[0] == 200, 60, "the sidecar ready again")
+        assert np.array_equal(regions.round_trip(httpclient, x * 2), x * 2)
+        assert lane_count(sidecar) == 2
+    finally:
+        regions.close()
+        client.close()
+
+
+def test_a_server_without_the_extension_has_regions_read_by_the_sidecar(
+    mlserver: ModelServer, sidecars: SidecarGroup
+) -> None:
+    sidecar = sidecars.start("echo", mlserver.http_url, "oip-http")
+    client = httpclient.InferenceServerClient(sidecar.info["http"], network_timeout=60)
+    x = np.arange(64, dtype=np.float32).reshape(1, -1)
+    regions = Regions(client, "mlserver", x.nbytes)
+    try:
+        assert np.array_equal(regions.round_trip(httpclient, x), x)
+        wait_for(lambda: "does not map our shared memory" in sidecar.log.read_text(), 30, "probe")
+        assert np.array_equal(regions.round_trip(httpclient, x + 1), x + 1)
+        assert lane_count(sidecar) == 0  # both read by the sidecar (the front door)
+    finally:
+        regions.close()
+        client.close()
