@@ -88,13 +88,73 @@ class _Answered(transport.RemoteError):
         self.answer = answer
 
 
-class OipAppLane:
+class _Lane:
+    """What both lanes share: requests in flight (draining waits for them), each finished
+    request counted in the metrics and statistics, the client's regions aliased on the
+    server (when a registry is given)."""
+
+    protocol = ""
+
+    def __init__(
+        self, model: str, hooks: AppHooks, stats: Stats, registry: SystemShmRegistry | None
+    ) -> None:
+        self._model = model
+        self._hooks = hooks
+        self._stats = stats
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._registry = registry
+        self.server_regions: ServerRegions | None = None
+        if registry is not None:
+            self.server_regions = ServerRegions(
+                self._register_region, self._unregister_region, registry.directory
+            )
+            registry.on_release.append(self.server_regions.released)
+
+    async def wait_idle(self) -> None:
+        """Return once no request is in the lane."""
+        await self._idle.wait()
+
+    def _started(self) -> float:
+        self._in_flight += 1
+        self._idle.clear()
+        return time.perf_counter()
+
+    def _finished(self, started: float, outcome: str) -> None:
+        seconds = time.perf_counter() - started
+        ok = outcome == "ok"
+        self._stats.observe(self._model, ok, int(seconds * 1e9), time.time_ns() // 1_000_000)
+        self._hooks.observe(self._model, self.protocol, seconds, outcome)
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._idle.set()
+
+    def _regions_ready(self) -> bool:
+        """True if the server maps our shared memory (else a probe is started once)."""
+        regions = self.server_regions
+        if regions is None or self._registry is None:
+            return False
+        if regions.shared is not True:
+            regions.start_probe()
+            return False
+        return True
+
+    async def _register_region(self, name: str, region: RegionStatus) -> None:
+        raise NotImplementedError
+
+    async def _unregister_region(self, name: str) -> None:
+        raise NotImplementedError
+
+
+class OipAppLane(_Lane):
     """The lane (sidecar._front.Lane) for `model`, the OIP HTTP server at `url`.
 
     `binary` says whether the server takes the binary tensor extension (None: not known
     yet; the app's probe finds out)."""
 
     max_body: int = MAX_BODY
+    protocol = "http"
 
     def __init__(
         self,
@@ -109,25 +169,13 @@ class OipAppLane:
         parts = urlsplit(url)
         if parts.scheme != "http" or parts.hostname is None:
             raise ValueError(f"the fast lane takes an http:// app, not {url!r}")
-        self._model = model
         self._url = url
         self._base = parts.path.rstrip("/")
         self._binary = binary
-        self._hooks = hooks
-        self._stats = stats
         self._raw = RawHttp(parts.hostname, parts.port or 80, max_answer)
         name = re.escape(model.encode())
         self._path = re.compile(rb"/v2/models/%s(?:/versions/[^/?#]+)?/infer(?:\?.*)?\Z" % name)
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._registry = registry
-        self.server_regions: ServerRegions | None = None
-        if registry is not None:
-            self.server_regions = ServerRegions(
-                self._register_region, self._unregister_region, registry.directory
-            )
-            registry.on_release.append(self.server_regions.released)
+        super().__init__(model, hooks, stats, registry)
 
     @staticmethod
     def applies(model: str, app_model: str | None, url: str) -> bool:
@@ -174,16 +222,13 @@ class OipAppLane:
     def _takes_regions(self, request: LaneRequest, header: bytes) -> bool:
         """True if the server maps our shared memory and every region named is registered
         here; notes the parsed JSON for `serve` (which names the server's aliases)."""
-        regions, registry = self.server_regions, self._registry
-        if regions is None or registry is None or regions.shared is not True:
-            if regions is not None:
-                regions.start_probe()
+        if not self._regions_ready():
             return False
+        assert self._registry is not None
         try:
             document = json.loads(header)
-            named = _named_regions(document)
-            for name in named:
-                registry.status(name)
+            for name in _named_regions(document):
+                self._registry.status(name)
         except (ValueError, TypeError, OipError):
             return False  # the front door says what is wrong with it
         request.note = document
@@ -191,10 +236,8 @@ class OipAppLane:
 
     async def serve(self, request: LaneRequest) -> LaneAnswer:
         """The server's answer to `request`, or ours when it cannot be had."""
-        started = time.perf_counter()
+        started = self._started()
         outcome = "ok"
-        self._in_flight += 1
-        self._idle.clear()
         try:
             if self._hooks.draining:
                 raise transport.RemoteError(ErrorCode.UNAVAILABLE, "the sidecar is draining")
@@ -211,18 +254,7 @@ class OipAppLane:
             error = oip_error_of(exc)
             return LaneAnswer(error.http_status, [_JSON], _error_body(error.message))
         finally:
-            seconds = time.perf_counter() - started
-            self._stats.observe(
-                self._model, outcome == "ok", int(seconds * 1e9), time.time_ns() // 1_000_000
-            )
-            self._hooks.observe(self._model, "http", seconds, outcome)
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
-
-    async def wait_idle(self) -> None:
-        """Return once no request is in the lane."""
-        await self._idle.wait()
+            self._finished(started, outcome)
 
     async def aclose(self) -> None:
         """Unregister the regions' aliases on the server, close the connections to it."""
@@ -330,8 +362,10 @@ def _error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
-class OipGrpcAppLane:
+class OipGrpcAppLane(_Lane):
     """The gRPC lane for `model`, the OIP gRPC server at `url` (grpc://host:port)."""
+
+    protocol = "grpc"
 
     def __init__(
         self,
@@ -345,24 +379,12 @@ class OipGrpcAppLane:
         parts = urlsplit(url)
         if parts.scheme != "grpc" or not parts.netloc:
             raise ValueError(f"the gRPC fast lane takes a grpc:// app, not {url!r}")
-        self._model = model
         self._url = url
         self._target = parts.netloc
-        self._hooks = hooks
-        self._stats = stats
         self._max_message = min(max_message, 2**31 - 1)
         self._channel: grpc.aio.Channel | None = None  # made on first use, in the loop
         self._calls: dict[str, Any] = {}
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._registry = registry
-        self.server_regions: ServerRegions | None = None
-        if registry is not None:
-            self.server_regions = ServerRegions(
-                self._register_region, self._unregister_region, registry.directory
-            )
-            registry.on_release.append(self.server_regions.released)
+        super().__init__(model, hooks, stats, registry)
 
     @staticmethod
     def applies(model: str, app_model: str | None, url: str) -> bool:
@@ -377,15 +399,13 @@ class OipGrpcAppLane:
             return False
         if b"shared_memory" not in request.rest:
             return True
-        regions, registry = self.server_regions, self._registry
-        if regions is None or registry is None or regions.shared is not True:
-            if regions is not None:
-                regions.start_probe()
+        if not self._regions_ready():
             return False
+        assert self._registry is not None
         try:
             for tensor in (*message.inputs, *message.outputs):
                 if SHM_REGION in tensor.parameters:
-                    registry.status(tensor.parameters[SHM_REGION].string_param)
+                    self._registry.status(tensor.parameters[SHM_REGION].string_param)
         except OipError:
             return False  # the front door says which
         return True
@@ -395,10 +415,8 @@ class OipGrpcAppLane:
     ) -> bytes | tuple[str, str]:
         """The server's ModelInferResponse bytes, or its error as (status code name,
         message); ours when it cannot be reached."""
-        started = time.perf_counter()
+        started = self._started()
         outcome = "ok"
-        self._in_flight += 1
-        self._idle.clear()
         try:
             if self._hooks.draining:
                 raise transport.RemoteError(ErrorCode.UNAVAILABLE, "the sidecar is draining")
@@ -416,18 +434,7 @@ class OipGrpcAppLane:
             error = oip_error_of(exc)
             return error.grpc_code, error.message
         finally:
-            seconds = time.perf_counter() - started
-            self._stats.observe(
-                self._model, outcome == "ok", int(seconds * 1e9), time.time_ns() // 1_000_000
-            )
-            self._hooks.observe(self._model, "grpc", seconds, outcome)
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
-
-    async def wait_idle(self) -> None:
-        """Return once no request is in the lane."""
-        await self._idle.wait()
+            self._finished(started, outcome)
 
     async def aclose(self) -> None:
         """Unregister the regions' aliases on the server, close the channel to it."""
