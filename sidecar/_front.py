@@ -144,8 +144,13 @@ class FrontProtocol(asyncio.Protocol):
 
     @property
     def open(self) -> bool:
-        """The connection is open."""
-        return self._transport is not None
+        """The connection is open (handed to aiohttp or not)."""
+        return self._transport is not None and not self._transport.is_closing()
+
+    @property
+    def serving(self) -> bool:
+        """The lane is serving a request of this connection."""
+        return self._serving is not None
 
     @property
     def buffered(self) -> int:

@@ -91,7 +91,7 @@ async def _start(keepalive: float = 75.0) -> AsyncIterator[Server]:
     async def lane_route(request: web.Request) -> web.Response:
         body = await request.read()
         server.aiohttp_seen.append(request.path)
-        return web.Response(text="aiohttp:" + body.decode())
+        return web.Response(body=b"aiohttp:" + body)
 
     async def upload(request: web.Request) -> web.Response:
         size = 0
