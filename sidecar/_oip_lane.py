@@ -29,9 +29,11 @@ import asyncio
 import contextlib
 import copy
 import json
+import math
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
@@ -47,7 +49,7 @@ from ._trace import ensure_traceparent
 from .oip import OipError, RegionStatus, SystemShmRegistry, oip_error_of
 from .oip._grpc import Incoming
 from .oip._grpc_wire import RAW_INPUT_CONTENTS, with_raw
-from .oip._model import SHM_REGION
+from .oip._model import SHM_REGION, TIMEOUT
 from .oip_upstream import upstream_error
 from .oip_upstream._raw_http import RawHttp, RawHttpError
 
@@ -215,23 +217,27 @@ class OipAppLane(_Lane):
             if not 0 < int(length) <= len(body):
                 return False  # the front door answers what is wrong with it
             body = body[: int(length)]
-        if b"shared_memory" not in body:
+        regions = b"shared_memory" in body
+        if not regions and b'"timeout"' not in body:
             return True
-        return self._takes_regions(request, body)
+        try:
+            document = json.loads(body)
+            noted = _Noted(document if regions else None, _timeout_of(document))
+            if regions and not self._takes_regions(document):
+                return False
+        except (ValueError, TypeError, OipError):
+            return False  # the front door says what is wrong with it
+        request.note = noted
+        return True
 
-    def _takes_regions(self, request: LaneRequest, header: bytes) -> bool:
-        """True if the server maps our shared memory and every region named is registered
-        here; notes the parsed JSON for `serve` (which names the server's aliases)."""
+    def _takes_regions(self, document: Any) -> bool:
+        """True if the server maps our shared memory and every region the request's JSON
+        names is registered here (`serve` then names the server's aliases)."""
         if not self._regions_ready():
             return False
         assert self._registry is not None
-        try:
-            document = json.loads(header)
-            for name in _named_regions(document):
-                self._registry.status(name)
-        except (ValueError, TypeError, OipError):
-            return False  # the front door says what is wrong with it
-        request.note = document
+        for name in _named_regions(document):
+            self._registry.status(name)  # raises OipError for one not registered
         return True
 
     async def serve(self, request: LaneRequest) -> LaneAnswer:
@@ -242,7 +248,18 @@ class OipAppLane(_Lane):
             if self._hooks.draining:
                 raise transport.RemoteError(ErrorCode.UNAVAILABLE, "the sidecar is draining")
             with self._hooks.lane_request(self._model):
-                return await self._forward(request)
+                noted = request.note
+                timeout = noted.timeout if isinstance(noted, _Noted) else None
+                try:
+                    async with asyncio.timeout(timeout):
+                        return await self._forward(request)
+                except TimeoutError:
+                    assert timeout is not None
+                    raise transport.RemoteError(
+                        ErrorCode.DEADLINE_EXCEEDED,
+                        f"the request's timeout ({timeout * 1e6:.0f} us) passed before the"
+                        " app answered",
+                    ) from None
         except _Answered as exc:
             outcome = exc.code.value
             return exc.answer
@@ -263,7 +280,8 @@ class OipAppLane(_Lane):
         await self._raw.aclose()
 
     async def _forward(self, request: LaneRequest) -> LaneAnswer:
-        if request.note is None:
+        noted = request.note
+        if not isinstance(noted, _Noted) or noted.document is None:
             return await self._send(request, request.body, request.headers.get(HEADER_LENGTH))
         try:
             return await self._send_aliased(request)
@@ -277,7 +295,8 @@ class OipAppLane(_Lane):
     async def _send_aliased(self, request: LaneRequest) -> LaneAnswer:
         """`request` naming the server's aliases of its regions instead of ours."""
         assert self.server_regions is not None and self._registry is not None
-        document = copy.deepcopy(request.note)
+        assert isinstance(request.note, _Noted)
+        document = copy.deepcopy(request.note.document)
         for params in _region_params(document):
             status = self._registry.status(params[SHM_REGION])[0]  # gone: OipError
             try:
@@ -312,6 +331,27 @@ class OipAppLane(_Lane):
         if raw.status >= 400:
             raise _Answered(upstream_error(PROTOCOL, str(raw.status), _message(raw.body)), answer)
         return answer
+
+
+@dataclass(frozen=True, slots=True)
+class _Noted:
+    """What `takes` read of a request's JSON for `serve`: the JSON when it names regions,
+    and its `timeout` parameter in seconds (the protocol's deadline, which the front door
+    honours too; the server may read it only as a queue limit)."""
+
+    document: Any
+    timeout: float | None
+
+
+def _timeout_of(document: Any) -> float | None:
+    """The request's `timeout` parameter (microseconds) in seconds, if it gives one."""
+    params = document.get("parameters") if isinstance(document, dict) else None
+    value = params.get(TIMEOUT) if isinstance(params, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value <= 0:
+        return None
+    return float(value) / 1e6
 
 
 def _lost_region(message: str) -> bool:
@@ -421,6 +461,9 @@ class OipGrpcAppLane(_Lane):
             if self._hooks.draining:
                 raise transport.RemoteError(ErrorCode.UNAVAILABLE, "the sidecar is draining")
             with self._hooks.lane_request(self._model):
+                own = _grpc_timeout_of(request)  # the protocol's deadline, as on HTTP
+                if own is not None:
+                    timeout = own if timeout is None else min(own, timeout)
                 return await self._forward(request, timeout, traceparent)
         except _GrpcAnswered as exc:
             outcome = exc.code.value
@@ -530,6 +573,21 @@ class OipGrpcAppLane(_Lane):
 
 
 SERVICE: Final = "inference.GRPCInferenceService"
+
+
+def _grpc_timeout_of(request: Incoming) -> float | None:
+    """A ModelInferRequest's `timeout` parameter (microseconds) in seconds, if it has one."""
+    message = request.message
+    if message is None or TIMEOUT not in message.parameters:
+        return None
+    param = message.parameters[TIMEOUT]
+    choice = param.WhichOneof("parameter_choice")
+    value = getattr(param, choice) if choice in ("int64_param", "uint64_param") else None
+    if choice == "double_param":
+        value = param.double_param
+    if value is None or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value) / 1e6
 
 
 def _serialized(message: Any) -> bytes:

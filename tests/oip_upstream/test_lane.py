@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -417,3 +418,40 @@ def test_a_server_without_the_extension_has_regions_read_by_the_sidecar(
     finally:
         regions.close()
         client.close()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_the_timeout_parameter_cuts_a_lane_request_short(
+    front: Sidecar, grpc_front: Sidecar, protocol: str
+) -> None:
+    # The protocol's `timeout` (microseconds) is a deadline at the front door; Triton reads
+    # it only as a queue limit, so the lane must enforce it too.
+    sidecar = front if protocol == "http" else grpc_front
+    delay = {"delay_s": np.array([1.0], np.float32)}
+    client: Any
+    if protocol == "http":
+        client = httpclient.InferenceServerClient(sidecar.info["http"], network_timeout=60)
+    else:
+        client = grpcclient.InferenceServerClient(sidecar.info["grpc"])
+
+    def call() -> None:
+        if protocol == "http":
+            infer(client, delay, timeout=200_000)
+        else:
+            grpc_infer(client, delay, timeout=200_000)
+
+    try:
+        started = time.monotonic()
+        with pytest.raises(InferenceServerException) as caught:
+            call()
+        took = time.monotonic() - started
+    finally:
+        client.close()
+    if protocol == "http":
+        status = OipError(ErrorCode.DEADLINE_EXCEEDED, "").http_status
+        assert caught.value.status() == str(status), caught.value
+        assert "timeout (200000 us) passed" in caught.value.message()
+    else:
+        assert caught.value.status() == "StatusCode.DEADLINE_EXCEEDED", caught.value
+    assert took < 0.9, f"answered after {took:.2f} s: the model's 1 s, not the timeout"
+    wait_for(lambda: lane_count(sidecar, "deadline_exceeded", protocol) >= 1, 30, "the count")
