@@ -129,7 +129,7 @@ class Daemon:
         self.lane = _oip_lane(self.settings, self._app.upstream, self, self.oip, self.limits)
         self.grpc_lane = _oip_grpc_lane(self.settings, self, self.oip, self.limits)
         self._http = HttpSide(
-            self.settings, self.router, oip_routes(self.oip, self.pool), lane=self.lane
+            self.settings, self.router, oip_routes(self.oip, self.pool), self.lane, self.pool
         )
         self._grpc = GrpcSide(self.oip, self.grpc_lane)
         self.endpoint: Endpoint | None = None
@@ -732,8 +732,9 @@ def _oip_lane(
         return None
     size = limits.max_message_size + limits.max_header_size
     return OipAppLane(
-        service, app, lambda: upstream.binary, daemon, oip.stats, size, registry=oip.regions
-    )
+        service, app, lambda: upstream.binary, daemon, oip.stats, size,
+        registry=oip.regions, pool=daemon.pool,
+    )  # fmt: skip
 
 
 def _oip_grpc_lane(

@@ -37,9 +37,14 @@ from typing import Any, Final, Protocol, cast
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from transport import BufferPool, RecvBuffer
+
 logger = logging.getLogger(__name__)
 
 HEAD_LIMIT: Final = 64 * 1024
+# Lane bodies from this size on are received into the pool's pre-faulted buffers instead of
+# growing a bytearray (fresh memory costs 4x-30x a memcpy here, see BASELINES.md).
+POOLED_FROM: Final = 64 * 1024
 HEAD_END: Final = b"\r\n\r\n"
 # aiohttp's keep-alive for connections handed to the front (effectively never: see above).
 INNER_KEEPALIVE: Final = 1e9
@@ -60,7 +65,7 @@ class LaneRequest:
     method: str
     target: str
     headers: dict[str, str]
-    body: bytes
+    body: bytes | memoryview  # a memoryview on a pooled buffer from POOLED_FROM bytes on
     note: object = None  # what the lane's `takes` learnt of it, for `serve`
 
 
@@ -70,7 +75,7 @@ class LaneAnswer:
 
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
+    body: bytes | memoryview = b""
 
 
 class Lane(Protocol):
@@ -98,6 +103,17 @@ class _Head:
     headers: dict[bytes, bytes]
 
 
+@dataclass(slots=True)
+class _Collecting:
+    """A large lane request's body coming into a pooled buffer."""
+
+    head: _Head
+    raw_head: bytes  # as received, blank line included (aiohttp's if the lane says no)
+    buffer: RecvBuffer
+    target: memoryview
+    filled: int = 0
+
+
 class AnsweredLog(AbstractAccessLogger):
     """aiohttp's access-log hook, called once an answer is written: tells the connection's
     front that aiohttp has one request fewer in hand."""
@@ -122,10 +138,14 @@ class FrontProtocol(asyncio.Protocol):
     """One connection of a listener with a lane (see the module doc). `inner` is aiohttp's
     protocol for the connection (its server's `__call__()`)."""
 
-    def __init__(self, inner: asyncio.Protocol, lane: Lane, keepalive: float) -> None:
+    def __init__(
+        self, inner: asyncio.Protocol, lane: Lane, keepalive: float, pool: BufferPool
+    ) -> None:
         self._inner = inner
         self._lane = lane
         self._keepalive = keepalive
+        self._pool = pool
+        self._collecting: _Collecting | None = None
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._feeding = 0  # bytes of a request's body still to pass to aiohttp as they come
@@ -155,7 +175,8 @@ class FrontProtocol(asyncio.Protocol):
     @property
     def buffered(self) -> int:
         """Bytes received and not yet passed on (a head or a lane request's body)."""
-        return len(self._buffer)
+        collecting = self._collecting.filled if self._collecting is not None else 0
+        return len(self._buffer) + collecting
 
     # asyncio.Protocol
 
@@ -173,6 +194,10 @@ class FrontProtocol(asyncio.Protocol):
             if n == len(data):
                 return
             data = data[n:]
+        if self._collecting is not None:
+            data = self._collect(data)
+            if not data:
+                return
         self._buffer += data
         self._dispatch()
 
@@ -190,6 +215,7 @@ class FrontProtocol(asyncio.Protocol):
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
         self._buffer.clear()
+        self._collecting = None  # its pooled buffer goes back
         self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -233,18 +259,14 @@ class FrontProtocol(asyncio.Protocol):
                 and head.length <= lane.max_body
                 and lane.wants(head.method, head.target)
             ):
+                if head.length >= POOLED_FROM:
+                    self._start_collecting(head, start)
+                    return
                 if len(buffer) < total:
-                    return  # the body is not all in yet (at most max_body is buffered)
+                    return  # the body is not all in yet (less than POOLED_FROM)
                 raw = bytes(buffer[:total])
                 del buffer[:total]
-                request = LaneRequest(
-                    head.method.decode("ascii"),
-                    head.target.decode("latin-1"),
-                    {k.decode(): v.decode("latin-1") for k, v in head.headers.items()},
-                    raw[start:],
-                )  # fmt: skip
-                if lane.takes(request):
-                    self._serving = asyncio.get_running_loop().create_task(self._serve(request))
+                if self._offer(head, raw[start:]):
                     return
                 self._with_inner += 1
                 self._inner.data_received(raw)
@@ -256,6 +278,45 @@ class FrontProtocol(asyncio.Protocol):
             chunk = bytes(buffer[:n])
             del buffer[:n]
             self._inner.data_received(chunk)
+
+    def _offer(self, head: _Head, body: bytes | memoryview) -> bool:
+        """Start serving the request in the lane if it takes it; False if it does not."""
+        request = LaneRequest(
+            head.method.decode("ascii"),
+            head.target.decode("latin-1"),
+            {k.decode(): v.decode("latin-1") for k, v in head.headers.items()},
+            body,
+        )
+        if not self._lane.takes(request):
+            return False
+        self._serving = asyncio.get_running_loop().create_task(self._serve(request))
+        return True
+
+    def _start_collecting(self, head: _Head, start: int) -> None:
+        """Receive a large lane request's body into a pooled buffer, from what is in."""
+        buffer = self._pool.acquire(head.length)
+        collecting = _Collecting(head, bytes(self._buffer[:start]), buffer, buffer.writable)
+        del self._buffer[:start]
+        self._collecting = collecting
+        rest = self._collect(bytes(self._buffer))
+        self._buffer = bytearray(rest)
+
+    def _collect(self, data: bytes) -> bytes:
+        """Copy `data` into the body being collected; what is beyond it. A full body is
+        offered to the lane (or fed to aiohttp, head first, if it says no)."""
+        collecting = self._collecting
+        assert collecting is not None
+        n = min(len(data), collecting.buffer.nbytes - collecting.filled)
+        collecting.target[collecting.filled : collecting.filled + n] = memoryview(data)[:n]
+        collecting.filled += n
+        if collecting.filled < collecting.buffer.nbytes:
+            return b""
+        self._collecting = None
+        body = collecting.buffer.memory()
+        if not self._offer(collecting.head, body):
+            self._with_inner += 1
+            self._inner.data_received(collecting.raw_head + bytes(body))
+        return data[n:]
 
     def _hand_over(self) -> None:
         """Give the connection to aiohttp for good, with what is buffered."""
@@ -302,7 +363,13 @@ class FrontProtocol(asyncio.Protocol):
         self._timer = None
         if self._transport is None or self._handed:
             return
-        busy = self._serving is not None or self._with_inner or self._feeding or self._buffer
+        busy = (
+            self._serving is not None
+            or self._with_inner
+            or self._feeding
+            or self._buffer
+            or self._collecting is not None
+        )
         idle_for = time.monotonic() - self._last
         if not busy and idle_for >= self._keepalive:
             self._transport.close()
@@ -350,8 +417,12 @@ def _head(answer: LaneAnswer) -> bytes:
 
 
 def front_factory(
-    server: Callable[[], asyncio.Protocol], lane: Lane, keepalive: float
+    server: Callable[[], asyncio.Protocol],
+    lane: Lane,
+    keepalive: float,
+    pool: BufferPool | None = None,
 ) -> Callable[[], asyncio.Protocol]:
     """A protocol factory for `loop.create_server`: a front over each of `server`'s
-    connection protocols (an aiohttp `web.Server`)."""
-    return lambda: FrontProtocol(server(), lane, keepalive)
+    connection protocols (an aiohttp `web.Server`); large lane bodies come into `pool`."""
+    buffers = pool if pool is not None else BufferPool()
+    return lambda: FrontProtocol(server(), lane, keepalive, buffers)

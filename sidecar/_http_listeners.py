@@ -14,6 +14,8 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
+from transport import BufferPool
+
 from ._errors import ConfigError, InvalidInput, Unavailable
 from ._front import Lane, front_factory, runner_options
 from ._http_server import fallback_route, server_options
@@ -46,10 +48,12 @@ class HttpSide:
         router: Router,
         local_routes: Sequence[web.RouteDef] = (),
         lane: Lane | None = None,
+        pool: BufferPool | None = None,
     ) -> None:
         self._settings = settings
         self._router = router
         self._lane = lane
+        self._pool = pool
         self._front: asyncio.Server | None = None
         self._rng = random.Random()
         self.session = aiohttp.ClientSession(
@@ -78,7 +82,7 @@ class HttpSide:
             else:
                 server = self.local.server
                 assert server is not None  # set up
-                factory = front_factory(server, self._lane, KEEPALIVE)
+                factory = front_factory(server, self._lane, KEEPALIVE, self._pool)
                 loop = asyncio.get_running_loop()
                 self._front = await loop.create_server(factory, host, port)
                 bound = self._front.sockets[0].getsockname()

@@ -14,7 +14,8 @@ traceparent, draining.
 Requests the lane leaves to the front door (`takes` says no): any naming a shared-memory
 region (regions are registered with the sidecar, not with the server), binary tensors to
 a server without the binary extension (MLServer: the front door sends JSON), compressed
-bodies, bodies over MAX_BODY, and any request before the server's extensions are known.
+bodies, all-JSON bodies over MAX_JSON_BODY, bodies over the message size limit, and any
+request before the server's extensions are known.
 Each is served by the full front door, as before.
 
 The gRPC lane (`OipGrpcAppLane`, `--app-protocol oip-grpc`) does the same for ModelInfer
@@ -41,7 +42,7 @@ import grpc
 from tritonclient.grpc import service_pb2
 
 import transport
-from transport import ErrorCode
+from transport import BufferPool, ErrorCode
 
 from ._front import LaneAnswer, LaneRequest
 from ._server_regions import ALIAS_PREFIX, NotShared, ServerRegions
@@ -53,7 +54,9 @@ from .oip._model import SHM_REGION, TIMEOUT
 from .oip_upstream import upstream_error
 from .oip_upstream._raw_http import RawHttp, RawHttpError
 
-MAX_BODY: Final = 1 << 20  # larger requests take the front door (its pooled buffers)
+# A request that is all JSON (no binary part) over this size takes the front door: the
+# lane would have to scan it for region names, which the front door parses anyway.
+MAX_JSON_BODY: Final = 1 << 20
 PROTOCOL: Final = "oip-http"
 HEADER_LENGTH: Final = "inference-header-content-length"
 _JSON: Final = ("Content-Type", "application/json")
@@ -155,7 +158,6 @@ class OipAppLane(_Lane):
     `binary` says whether the server takes the binary tensor extension (None: not known
     yet; the app's probe finds out)."""
 
-    max_body: int = MAX_BODY
     protocol = "http"
 
     def __init__(
@@ -167,6 +169,7 @@ class OipAppLane(_Lane):
         stats: Stats,
         max_answer: int,
         registry: SystemShmRegistry | None = None,
+        pool: BufferPool | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or parts.hostname is None:
@@ -174,7 +177,8 @@ class OipAppLane(_Lane):
         self._url = url
         self._base = parts.path.rstrip("/")
         self._binary = binary
-        self._raw = RawHttp(parts.hostname, parts.port or 80, max_answer)
+        self.max_body = max_answer  # the message size limit, both ways
+        self._raw = RawHttp(parts.hostname, parts.port or 80, max_answer, pool)
         name = re.escape(model.encode())
         self._path = re.compile(rb"/v2/models/%s(?:/versions/[^/?#]+)?/infer(?:\?.*)?\Z" % name)
         super().__init__(model, hooks, stats, registry)
@@ -210,13 +214,16 @@ class OipAppLane(_Lane):
         if headers.get("content-encoding", "identity").lower() != "identity":
             return False
         length = headers.get(HEADER_LENGTH)
-        body = request.body
         if length is not None:
             if self._binary() is not True or not length.isdigit():
                 return False
-            if not 0 < int(length) <= len(body):
+            if not 0 < int(length) <= len(request.body):
                 return False  # the front door answers what is wrong with it
-            body = body[: int(length)]
+            body = bytes(request.body[: int(length)])  # the JSON part (a pooled body's view)
+        elif len(request.body) > MAX_JSON_BODY:
+            return False
+        else:
+            body = bytes(request.body)
         regions = b"shared_memory" in body
         if not regions and b'"timeout"' not in body:
             return True
@@ -310,7 +317,9 @@ class OipAppLane(_Lane):
         new_length = str(len(header)) if length is not None else None
         return await self._send(request, header + rest, new_length)
 
-    async def _send(self, request: LaneRequest, body: bytes, length: str | None) -> LaneAnswer:
+    async def _send(
+        self, request: LaneRequest, body: bytes | memoryview, length: str | None
+    ) -> LaneAnswer:
         headers = request.headers
         out = [("traceparent", ensure_traceparent(headers.get("traceparent")))]
         if length is not None:
@@ -387,8 +396,9 @@ def _named_regions(document: Any) -> list[str]:
     return names
 
 
-def _message(body: bytes) -> str:
+def _message(answer: bytes | memoryview) -> str:
     """The `error` of a server's JSON error answer, else the body as text."""
+    body = bytes(answer)
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):

@@ -455,3 +455,11 @@ def test_the_timeout_parameter_cuts_a_lane_request_short(
         assert caught.value.status() == "StatusCode.DEADLINE_EXCEEDED", caught.value
     assert took < 0.9, f"answered after {took:.2f} s: the model's 1 s, not the timeout"
     wait_for(lambda: lane_count(sidecar, "deadline_exceeded", protocol) >= 1, 30, "the count")
+
+
+def test_a_large_tensor_takes_the_lane_through_pooled_buffers(front: Sidecar, client: Any) -> None:
+    x = np.random.default_rng(5).integers(0, 255, (1, 24 << 20), dtype=np.uint8)  # 24 MiB
+    before = lane_count(front)
+    for _ in range(2):  # the second reuses the pooled buffers
+        assert same(infer(client, {"u8": x}).as_numpy("out_u8"), x)
+    assert lane_count(front) == before + 2

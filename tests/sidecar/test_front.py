@@ -35,7 +35,7 @@ class EchoLane:
     """Serves POST /lane* by answering its body reversed; `decline` bodies go to aiohttp,
     `hold` bodies wait for `release`, `boom` bodies raise."""
 
-    max_body = 1024
+    max_body = 1 << 20
 
     def __init__(self) -> None:
         self.served: list[bytes] = []
@@ -47,7 +47,7 @@ class EchoLane:
         return method == b"POST" and target.startswith(b"/lane")
 
     def takes(self, request: LaneRequest) -> bool:
-        return request.body != b"decline"
+        return bytes(request.body[:7]) != b"decline"
 
     async def serve(self, request: LaneRequest) -> LaneAnswer:
         if request.body == b"boom":
@@ -59,8 +59,9 @@ class EchoLane:
             except asyncio.CancelledError:
                 self.cancelled.set()
                 raise
-        self.served.append(request.body)
-        return LaneAnswer(200, [("Content-Type", "text/plain")], b"lane:" + request.body[::-1])
+        body = bytes(request.body)
+        self.served.append(body)
+        return LaneAnswer(200, [("Content-Type", "text/plain")], b"lane:" + body[::-1])
 
 
 @dataclass
@@ -111,7 +112,7 @@ async def _start(keepalive: float = 75.0) -> AsyncIterator[Server]:
         await response.write_eof()
         return response
 
-    app = web.Application()
+    app = web.Application(client_max_size=8 << 20)
     app.router.add_get("/slow/{n}", slow)
     app.router.add_post("/lane", lane_route)
     app.router.add_post("/upload", upload)
@@ -329,8 +330,9 @@ async def test_a_large_body_streams_to_aiohttp_and_the_lane_serves_next(server: 
         writer.write(block)
         await writer.drain()
     assert (await read_answer(reader))[2] == f"uploaded {size}".encode()
-    writer.write(post("/lane", b"x" * 2000))  # over the lane's max_body: aiohttp's
-    assert (await read_answer(reader))[2] == b"aiohttp:" + b"x" * 2000
+    big = b"x" * ((1 << 20) + 1)
+    writer.write(post("/lane", big))  # over the lane's max_body: aiohttp's
+    assert (await read_answer(reader))[2] == b"aiohttp:" + big
     writer.write(post("/lane", b"small"))
     assert (await read_answer(reader))[2] == b"lane:llams"
     writer.close()
@@ -393,3 +395,24 @@ async def test_a_truncated_lane_request_leaves_nothing_behind(server: Server) ->
             await asyncio.sleep(0.01)
     assert server.lane.served == []
     assert server.fronts[0].buffered == 0
+
+
+async def test_a_large_lane_body_is_collected_into_a_pooled_buffer_however_it_arrives(
+    server: Server,
+) -> None:
+    rng = random.Random(11)
+    body = rng.randbytes(300_000)  # over POOLED_FROM
+    declined = b"decline" + body
+    data = post("/lane", body) + get("/slow/3") + post("/lane", declined) + post("/lane", b"s")
+    for trial in range(8):
+        cuts = sorted(rng.sample(range(1, len(data)), 20)) if trial else []
+        reader, writer = await server.connect()
+        for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
+            writer.write(data[a:b])
+            await writer.drain()
+        assert (await read_answer(reader))[2] == b"lane:" + body[::-1]
+        assert (await read_answer(reader))[2] == b"slow 3"
+        assert (await read_answer(reader))[2] == b"aiohttp:" + declined  # whole, in order
+        assert (await read_answer(reader))[2] in (b"lane:s", b"aiohttp:s")
+        writer.close()
+    assert all(front.buffered == 0 for front in server.fronts)
