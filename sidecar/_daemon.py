@@ -140,6 +140,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._admin: object | None = None
         self._metrics: dict[str, _ServiceMetrics] = {}
+        self._lane_counters: dict[tuple[str, str, str], tuple[Counter, Counter]] = {}
 
     # AdminState
 
@@ -529,8 +530,13 @@ class Daemon:
         """Count a request a local listener's fast lane served, as `call` counts."""
         metrics = self._metrics.get(service) or self._service_metrics(service)
         metrics.latency.observe(seconds)
-        REQUESTS.labels(service, "app", outcome).inc()
-        FAST_LANE.labels(service, protocol, outcome).inc()
+        key = (service, protocol, outcome)
+        counters = self._lane_counters.get(key)
+        if counters is None:  # labels() costs per call: made once per key
+            counters = REQUESTS.labels(service, "app", outcome), FAST_LANE.labels(*key)
+            self._lane_counters[key] = counters
+        for counter in counters:
+            counter.inc()
 
     def _pong(self) -> dict[str, object]:
         """What a PING is answered with: our app's load, and whether it serves (its probe
