@@ -6,7 +6,9 @@ model server. So when a lane is set (inference on the OIP app this sidecar front
 `_oip_lane`), a thin protocol owns each connection of the local HTTP listener. It reads
 each request head; a request the lane wants, once its body is in, is served by the lane
 and answered here; any other request is fed, byte for byte, to aiohttp's own protocol for
-the connection, which parses and answers it as it always did.
+the connection, which parses and answers it as it always did. A lane body from POOLED_FROM
+bytes on is received into a pooled, pre-faulted buffer; if the lane then declines the
+request, aiohttp gets it whole.
 
 Order: answers on a connection go out in request order. While the lane serves a request,
 later ones wait. The lane takes a request only when aiohttp has answered every request fed
