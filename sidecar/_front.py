@@ -153,7 +153,6 @@ class FrontProtocol(asyncio.Protocol):
         self._feeding = 0  # bytes of a request's body still to pass to aiohttp as they come
         self._with_inner = 0  # requests fed to aiohttp and not answered yet
         self._serving: asyncio.Task[None] | None = None
-        self._handed = False
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
         self._last = time.monotonic()
@@ -266,9 +265,10 @@ class FrontProtocol(asyncio.Protocol):
                     return
                 if len(buffer) < total:
                     return  # the body is not all in yet (less than POOLED_FROM)
-                raw = bytes(buffer[:total])
+                with memoryview(buffer) as view:  # one copy, not a bytearray slice's two
+                    raw = bytes(view[:total])
                 del buffer[:total]
-                if self._offer(head, raw[start:]):
+                if self._offer(head, memoryview(raw)[start:]):
                     return
                 self._with_inner += 1
                 self._inner.data_received(raw)
@@ -277,7 +277,8 @@ class FrontProtocol(asyncio.Protocol):
             n = min(total, len(buffer))
             self._with_inner += 1
             self._feeding = total - n
-            chunk = bytes(buffer[:n])
+            with memoryview(buffer) as view:
+                chunk = bytes(view[:n])
             del buffer[:n]
             self._inner.data_received(chunk)
 
@@ -324,7 +325,6 @@ class FrontProtocol(asyncio.Protocol):
         """Give the connection to aiohttp for good, with what is buffered."""
         transport = self._transport
         assert transport is not None
-        self._handed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -363,7 +363,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def _check_idle(self) -> None:
         self._timer = None
-        if self._transport is None or self._handed:
+        if self._transport is None:  # closed (close and hand-over cancel the timer too)
             return
         busy = (
             self._serving is not None

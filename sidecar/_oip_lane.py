@@ -11,31 +11,35 @@ binary outputs. What the sidecar adds stays: admission under the queue limit, th
 health as pings report it, request metrics, the statistics extension's counters, a W3C
 traceparent, draining.
 
-Requests the lane leaves to the front door (`takes` says no): any naming a shared-memory
-region (regions are registered with the sidecar, not with the server), binary tensors to
-a server without the binary extension (MLServer: the front door sends JSON), compressed
-bodies, all-JSON bodies over MAX_JSON_BODY, bodies over the message size limit, and any
-request before the server's extensions are known.
-Each is served by the full front door, as before.
+Requests naming the client's shared-memory regions (registered with the sidecar, not the
+server) go on naming the server's aliases of them where the server maps our /dev/shm (see
+_server_regions). The request's `timeout` parameter is a deadline here too, as at the
+front door (the server may read it only as a queue limit).
+
+Requests the lane leaves to the front door (`takes` says no): ones naming regions the
+server cannot map, binary tensors to a server without the binary extension (MLServer: the
+front door sends JSON), compressed bodies, all-JSON bodies over MAX_JSON_BODY, bodies over
+the message size limit, and any request before the server's extensions are known. Each
+is served by the full front door, as before.
 
 The gRPC lane (`OipGrpcAppLane`, `--app-protocol oip-grpc`) does the same for ModelInfer
 on the local gRPC listener: the request's bytes go to the server's ModelInfer unparsed,
-its answer's bytes or its status code and message come back as they were; requests that
-name a shared-memory region, and ModelStreamInfer, take the front door.
+its answer's bytes or its status code and message come back as they were;
+ModelStreamInfer takes the front door.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import copy
 import json
-import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
@@ -48,9 +52,10 @@ from ._front import LaneAnswer, LaneRequest
 from ._server_regions import ALIAS_PREFIX, NotShared, ServerRegions
 from ._trace import ensure_traceparent
 from .oip import OipError, RegionStatus, SystemShmRegistry, oip_error_of
-from .oip._grpc import Incoming
+from .oip._grpc import SERVICE, Incoming
+from .oip._grpc_messages import param_value
 from .oip._grpc_wire import RAW_INPUT_CONTENTS, with_raw
-from .oip._model import SHM_REGION, TIMEOUT
+from .oip._model import SHM_REGION, TIMEOUT, timeout_seconds
 from .oip_upstream import upstream_error
 from .oip_upstream._raw_http import RawHttp, RawHttpError
 
@@ -60,6 +65,7 @@ MAX_JSON_BODY: Final = 1 << 20
 PROTOCOL: Final = "oip-http"
 HEADER_LENGTH: Final = "inference-header-content-length"
 _JSON: Final = ("Content-Type", "application/json")
+T = TypeVar("T")
 _SPELLED: Final = {"content-type": "Content-Type", HEADER_LENGTH: "Inference-Header-Content-Length"}
 
 
@@ -93,10 +99,10 @@ class _Answered(transport.RemoteError):
         self.answer = answer
 
 
-class _Lane:
-    """What both lanes share: requests in flight (draining waits for them), each finished
-    request counted in the metrics and statistics, the client's regions aliased on the
-    server (when a registry is given)."""
+class _Lane(abc.ABC):
+    """What both lanes share: requests in flight (draining waits for them), admitted to
+    the app and counted in the metrics and statistics when done, the client's regions
+    aliased on the server (when a registry is given)."""
 
     protocol = ""
 
@@ -121,19 +127,34 @@ class _Lane:
         """Return once no request is in the lane."""
         await self._idle.wait()
 
-    def _started(self) -> float:
+    async def _run(self, forward: Callable[[], Awaitable[T]], deadline: float | None) -> T:
+        """`forward()`, admitted to the app (refused while draining), counted when done by
+        how it ended; raises what it raised. `deadline`: the seconds it was given, to tell
+        a cancellation at the caller's deadline (gRPC cancels the call then) from others."""
         self._in_flight += 1
         self._idle.clear()
-        return time.perf_counter()
-
-    def _finished(self, started: float, outcome: str) -> None:
-        seconds = time.perf_counter() - started
-        ok = outcome == "ok"
-        self._stats.observe(self._model, ok, int(seconds * 1e9), time.time_ns() // 1_000_000)
-        self._hooks.observe(self._model, self.protocol, seconds, outcome)
-        self._in_flight -= 1
-        if not self._in_flight:
-            self._idle.set()
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            if self._hooks.draining:
+                raise transport.RemoteError(ErrorCode.UNAVAILABLE, "the sidecar is draining")
+            with self._hooks.lane_request(self._model):
+                return await forward()
+        except asyncio.CancelledError:
+            late = deadline is not None and time.perf_counter() - started >= deadline * 0.99
+            outcome = (ErrorCode.DEADLINE_EXCEEDED if late else ErrorCode.CANCELLED).value
+            raise
+        except Exception as exc:
+            outcome = transport.error_code_of(exc).value
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            now_ms = time.time_ns() // 1_000_000
+            self._stats.observe(self._model, outcome == "ok", int(seconds * 1e9), now_ms)
+            self._hooks.observe(self._model, self.protocol, seconds, outcome)
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
 
     def _regions_ready(self) -> bool:
         """True if the server maps our shared memory (else a probe is started once)."""
@@ -145,11 +166,13 @@ class _Lane:
             return False
         return True
 
+    @abc.abstractmethod
     async def _register_region(self, name: str, region: RegionStatus) -> None:
-        raise NotImplementedError
+        """Register `region` with the server as `name`. Raises NotShared (refused)."""
 
+    @abc.abstractmethod
     async def _unregister_region(self, name: str) -> None:
-        raise NotImplementedError
+        """Unregister `name` from the server."""
 
 
 class OipAppLane(_Lane):
@@ -189,7 +212,6 @@ class OipAppLane(_Lane):
         return (app_model in (None, "", model)) and urlsplit(url).scheme == "http"
 
     async def _register_region(self, name: str, region: RegionStatus) -> None:
-        """Register `region` with the server as `name`. Raises NotShared (refused)."""
         body = json.dumps(
             {"key": region.key, "offset": region.offset, "byte_size": region.byte_size}
         ).encode()
@@ -229,7 +251,9 @@ class OipAppLane(_Lane):
             return True
         try:
             document = json.loads(body)
-            noted = _Noted(document if regions else None, _timeout_of(document))
+            noted = _Noted(
+                document if regions else None, timeout_seconds(_parameter(document, TIMEOUT))
+            )
             if regions and not self._takes_regions(document):
                 return False
         except (ValueError, TypeError, OipError):
@@ -249,36 +273,27 @@ class OipAppLane(_Lane):
 
     async def serve(self, request: LaneRequest) -> LaneAnswer:
         """The server's answer to `request`, or ours when it cannot be had."""
-        started = self._started()
-        outcome = "ok"
+        noted = request.note
+        timeout = noted.timeout if isinstance(noted, _Noted) else None
         try:
-            if self._hooks.draining:
-                raise transport.RemoteError(ErrorCode.UNAVAILABLE, "the sidecar is draining")
-            with self._hooks.lane_request(self._model):
-                noted = request.note
-                timeout = noted.timeout if isinstance(noted, _Noted) else None
-                try:
-                    async with asyncio.timeout(timeout):
-                        return await self._forward(request)
-                except TimeoutError:
-                    assert timeout is not None
-                    raise transport.RemoteError(
-                        ErrorCode.DEADLINE_EXCEEDED,
-                        f"the request's timeout ({timeout * 1e6:.0f} us) passed before the"
-                        " app answered",
-                    ) from None
+            return await self._run(lambda: self._within(request, timeout), None)
         except _Answered as exc:
-            outcome = exc.code.value
             return exc.answer
-        except asyncio.CancelledError:
-            outcome = ErrorCode.CANCELLED.value
-            raise
         except Exception as exc:
-            outcome = transport.error_code_of(exc).value
             error = oip_error_of(exc)
             return LaneAnswer(error.http_status, [_JSON], _error_body(error.message))
-        finally:
-            self._finished(started, outcome)
+
+    async def _within(self, request: LaneRequest, timeout: float | None) -> LaneAnswer:
+        """`_forward`, cut short by the request's own `timeout` (seconds) if it has one."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._forward(request)
+        except TimeoutError:
+            assert timeout is not None
+            raise transport.RemoteError(
+                ErrorCode.DEADLINE_EXCEEDED,
+                f"the request's timeout ({timeout * 1e6:.0f} us) passed before the app answered",
+            ) from None
 
     async def aclose(self) -> None:
         """Unregister the regions' aliases on the server, close the connections to it."""
@@ -352,15 +367,10 @@ class _Noted:
     timeout: float | None
 
 
-def _timeout_of(document: Any) -> float | None:
-    """The request's `timeout` parameter (microseconds) in seconds, if it gives one."""
+def _parameter(document: Any, name: str) -> object:
+    """The request-level parameter `name` of a request's JSON, if it has one."""
     params = document.get("parameters") if isinstance(document, dict) else None
-    value = params.get(TIMEOUT) if isinstance(params, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if not math.isfinite(value) or value <= 0:
-        return None
-    return float(value) / 1e6
+    return params.get(name) if isinstance(params, dict) else None
 
 
 def _lost_region(message: str) -> bool:
@@ -465,29 +475,17 @@ class OipGrpcAppLane(_Lane):
     ) -> bytes | tuple[str, str]:
         """The server's ModelInferResponse bytes, or its error as (status code name,
         message); ours when it cannot be reached."""
-        started = self._started()
-        outcome = "ok"
+        assert request.message is not None  # `takes` said yes
+        own = timeout_seconds(param_value(request.message.parameters.get(TIMEOUT)))
+        if own is not None:  # the protocol's deadline, as on HTTP
+            timeout = own if timeout is None else min(own, timeout)
         try:
-            if self._hooks.draining:
-                raise transport.RemoteError(ErrorCode.UNAVAILABLE, "the sidecar is draining")
-            with self._hooks.lane_request(self._model):
-                own = _grpc_timeout_of(request)  # the protocol's deadline, as on HTTP
-                if own is not None:
-                    timeout = own if timeout is None else min(own, timeout)
-                return await self._forward(request, timeout, traceparent)
+            return await self._run(lambda: self._forward(request, timeout, traceparent), timeout)
         except _GrpcAnswered as exc:
-            outcome = exc.code.value
             return exc.status, exc.details
-        except asyncio.CancelledError:  # gRPC cancels the call when the caller's deadline passes
-            late = timeout is not None and time.perf_counter() - started >= timeout * 0.99
-            outcome = (ErrorCode.DEADLINE_EXCEEDED if late else ErrorCode.CANCELLED).value
-            raise
         except Exception as exc:
-            outcome = transport.error_code_of(exc).value
             error = oip_error_of(exc)
             return error.grpc_code, error.message
-        finally:
-            self._finished(started, outcome)
 
     async def aclose(self) -> None:
         """Unregister the regions' aliases on the server, close the channel to it."""
@@ -497,9 +495,9 @@ class OipGrpcAppLane(_Lane):
             channel, self._channel, self._calls = self._channel, None, {}
             await channel.close()
 
-    def _method(self, name: str, typed: bool = False) -> Any:
-        """A callable for `name` of the inference service: raw request bytes, or with
-        `typed` a protobuf message; the answer comes as bytes, unread."""
+    def _method(self, name: str, message: Any = None) -> Any:
+        """A callable for `name` of the inference service: raw request bytes, or an
+        instance of the protobuf class `message`; the answer comes as bytes, unread."""
         call = self._calls.get(name)
         if call is None:
             if self._channel is None:
@@ -512,17 +510,15 @@ class OipGrpcAppLane(_Lane):
                         ("grpc.max_reconnect_backoff_ms", 1000),
                     ],
                 )
-            serialize = _serialized if typed else None
+            serialize = None if message is None else message.SerializeToString
             call = self._channel.unary_unary(f"/{SERVICE}/{name}", request_serializer=serialize)
             self._calls[name] = call
         return call
 
     async def _register_region(self, name: str, region: RegionStatus) -> None:
-        """Register `region` with the server as `name`. Raises NotShared (refused)."""
-        request = service_pb2.SystemSharedMemoryRegisterRequest(
-            name=name, key=region.key, offset=region.offset, byte_size=region.byte_size
-        )
-        call = self._method("SystemSharedMemoryRegister", typed=True)
+        kind = service_pb2.SystemSharedMemoryRegisterRequest
+        request = kind(name=name, key=region.key, offset=region.offset, byte_size=region.byte_size)
+        call = self._method("SystemSharedMemoryRegister", kind)
         try:
             await call(request, timeout=10.0)
         except grpc.aio.AioRpcError as exc:
@@ -531,8 +527,8 @@ class OipGrpcAppLane(_Lane):
             raise NotShared(exc.details() or exc.code().name) from None
 
     async def _unregister_region(self, name: str) -> None:
-        request = service_pb2.SystemSharedMemoryUnregisterRequest(name=name)
-        await self._method("SystemSharedMemoryUnregister", typed=True)(request, timeout=10.0)
+        kind = service_pb2.SystemSharedMemoryUnregisterRequest
+        await self._method("SystemSharedMemoryUnregister", kind)(kind(name=name), timeout=10.0)
 
     async def _forward(
         self, request: Incoming, timeout: float | None, traceparent: str | None
@@ -580,29 +576,6 @@ class OipGrpcAppLane(_Lane):
             error = upstream_error("oip-grpc", f"StatusCode.{status}", details)
             raise _GrpcAnswered(error, status, details) from None
         return answer
-
-
-SERVICE: Final = "inference.GRPCInferenceService"
-
-
-def _grpc_timeout_of(request: Incoming) -> float | None:
-    """A ModelInferRequest's `timeout` parameter (microseconds) in seconds, if it has one."""
-    message = request.message
-    if message is None or TIMEOUT not in message.parameters:
-        return None
-    param = message.parameters[TIMEOUT]
-    choice = param.WhichOneof("parameter_choice")
-    value = getattr(param, choice) if choice in ("int64_param", "uint64_param") else None
-    if choice == "double_param":
-        value = param.double_param
-    if value is None or not math.isfinite(value) or value <= 0:
-        return None
-    return float(value) / 1e6
-
-
-def _serialized(message: Any) -> bytes:
-    data: bytes = message.SerializeToString()
-    return data
 
 
 class _GrpcAnswered(transport.RemoteError):

@@ -141,13 +141,21 @@ def params(entries: Mapping[str, Proto], what: str) -> dict[str, Param]:
     """The values of a map of `InferParameter`s. Raises OipError for one without a value."""
     out: dict[str, Param] = {}
     for key, entry in entries.items():
-        which = entry.WhichOneof("parameter_choice")
-        if which is None:
+        value = param_value(entry)
+        if value is None:
             raise OipError.invalid(f"{what}: parameter '{key}' has no value")
-        value = getattr(entry, which)
-        assert isinstance(value, bool | int | float | str)
         out[str(key)] = value
     return out
+
+
+def param_value(entry: Proto | None) -> Param | None:
+    """The value an `InferParameter` holds (None: no parameter, or one without a value)."""
+    which = entry.WhichOneof("parameter_choice") if entry is not None else None
+    if which is None:
+        return None
+    value = getattr(entry, which)
+    assert isinstance(value, bool | int | float | str)
+    return value
 
 
 def _set_params(target: Proto, values: Mapping[str, Param]) -> None:

@@ -6,6 +6,7 @@ front door from `ModelInferRequest` messages; `OipServer` serves them the same w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -79,6 +80,16 @@ class ShmRef:
         if not _whole(offset):
             raise OipError.invalid(f"{what}: '{SHM_OFFSET}' must be a byte offset >= 0")
         return cls(region, int(size), int(offset))  # type: ignore[arg-type]  # _whole checked
+
+
+def timeout_seconds(value: object) -> float | None:
+    """The `timeout` parameter's value (microseconds) in seconds, or None when it is not a
+    positive, finite number (then it sets no deadline)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value <= 0:
+        return None
+    return float(value) / 1e6
 
 
 def _whole(value: object) -> bool:

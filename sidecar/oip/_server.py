@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -42,6 +41,7 @@ from ._model import (
     RequestedOutput,
     ServerMetadata,
     ShmRef,
+    timeout_seconds,
 )
 from ._shm import SHM_DIRECTORY, SystemShmRegistry
 from ._stats import ModelStats, StatsBook
@@ -360,12 +360,10 @@ async def _staged(
 
 
 def _deadline(request: InferRequest, deadline: float | None) -> float | None:
-    timeout = request.parameters.get(TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+    timeout = timeout_seconds(request.parameters.get(TIMEOUT))
+    if timeout is None:
         return deadline
-    if not math.isfinite(timeout) or timeout <= 0:
-        return deadline
-    own = asyncio.get_running_loop().time() + timeout / 1e6
+    own = asyncio.get_running_loop().time() + timeout
     return own if deadline is None else min(own, deadline)
 
 

@@ -312,10 +312,12 @@ def test_a_grpc_server_gone_is_unavailable_with_the_reason(
 
 
 class Regions:
-    """An input and an output region of `size` bytes, registered with a sidecar."""
+    """A client of a sidecar (over `protocol`) with an input and an output region of `size`
+    bytes registered; a context manager that unregisters, destroys and closes them all."""
 
-    def __init__(self, client: Any, tag: str, size: int) -> None:
-        self.client, self.size = client, size
+    def __init__(self, sidecar: Sidecar, protocol: str, tag: str, size: int) -> None:
+        self.module: Any = httpclient if protocol == "http" else grpcclient
+        self.client = self.module.InferenceServerClient(sidecar.info[protocol])
         base = f"/arrowmesh-test-{tag}-{os.getpid()}"
         self.names = (f"{tag}-in", f"{tag}-out")
         self.handles = [
@@ -323,23 +325,27 @@ class Regions:
             for n, name in enumerate(self.names)
         ]
         for name, n in zip(self.names, range(2), strict=True):
-            client.register_system_shared_memory(name, f"{base}-{n}", size)
+            self.client.register_system_shared_memory(name, f"{base}-{n}", size)
 
-    def round_trip(self, module: Any, x: Any) -> Any:
+    def round_trip(self, x: Any) -> Any:
         shm.set_shared_memory_region(self.handles[0], [x])
-        tensor = module.InferInput("f32", list(x.shape), "FP32")
+        tensor = self.module.InferInput("f32", list(x.shape), "FP32")
         tensor.set_shared_memory(self.names[0], x.nbytes)
-        wanted = module.InferRequestedOutput("out_f32")
+        wanted = self.module.InferRequestedOutput("out_f32")
         wanted.set_shared_memory(self.names[1], x.nbytes)
         self.client.infer("echo", [tensor], outputs=[wanted])
         return np.array(shm.get_contents_as_numpy(self.handles[1], np.float32, list(x.shape)))
 
-    def close(self) -> None:
+    def __enter__(self) -> Regions:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         try:
             self.client.unregister_system_shared_memory()
         finally:
             for handle in self.handles:
                 shm.destroy_shared_memory_region(handle)
+            self.client.close()
 
 
 def server_regions(server: ModelServer, protocol: str) -> list[str]:
@@ -362,22 +368,16 @@ def test_regions_are_passed_to_a_server_that_maps_our_shared_memory(
     triton: ModelServer, front: Sidecar, grpc_front: Sidecar, protocol: str
 ) -> None:
     sidecar = front if protocol == "http" else grpc_front
-    module = httpclient if protocol == "http" else grpcclient
-    client = module.InferenceServerClient(sidecar.info[protocol])
     x = np.arange(4096, dtype=np.float32).reshape(1, -1)
-    regions = Regions(client, f"alias-{protocol}", x.nbytes)
-    try:
-        assert np.array_equal(regions.round_trip(module, x), x)  # the front door's, probing
+    with Regions(sidecar, protocol, f"alias-{protocol}", x.nbytes) as regions:
+        assert np.array_equal(regions.round_trip(x), x)  # the front door's, probing
         wait_for(lambda: "maps our shared memory" in sidecar.log.read_text(), 30, "the probe")
         before = lane_count(sidecar, protocol=protocol)
         for k in range(3):
-            assert np.array_equal(regions.round_trip(module, x + k), x + k)
+            assert np.array_equal(regions.round_trip(x + k), x + k)
         assert lane_count(sidecar, protocol=protocol) == before + 3
         aliases = server_regions(triton, protocol)
         assert len(aliases) == 2 and all(a.startswith("arrowmesh-") for a in aliases), aliases
-    finally:
-        regions.close()
-        client.close()
     # Unregistered with the sidecar: gone from the server too.
     wait_for(lambda: server_regions(triton, protocol) == [], 30, "the aliases to go")
 
@@ -386,38 +386,28 @@ def test_a_restarted_server_gets_the_aliases_again(
     triton: ModelServer, sidecars: SidecarGroup
 ) -> None:
     sidecar = sidecars.start("echo", triton.http_url, "oip-http")
-    client = httpclient.InferenceServerClient(sidecar.info["http"], network_timeout=60)
     x = np.arange(64, dtype=np.float32).reshape(1, -1)
-    regions = Regions(client, "restart", x.nbytes)
-    try:
-        regions.round_trip(httpclient, x)
+    with Regions(sidecar, "http", "restart", x.nbytes) as regions:
+        regions.round_trip(x)
         wait_for(lambda: "maps our shared memory" in sidecar.log.read_text(), 30, "the probe")
-        assert np.array_equal(regions.round_trip(httpclient, x), x)
+        assert np.array_equal(regions.round_trip(x), x)
         triton.stop()
         triton.start()
         wait_for(lambda: sidecar.admin("/readyz")[0] == 200, 60, "the sidecar ready again")
-        assert np.array_equal(regions.round_trip(httpclient, x * 2), x * 2)
+        assert np.array_equal(regions.round_trip(x * 2), x * 2)
         assert lane_count(sidecar) == 2
-    finally:
-        regions.close()
-        client.close()
 
 
 def test_a_server_without_the_extension_has_regions_read_by_the_sidecar(
     mlserver: ModelServer, sidecars: SidecarGroup
 ) -> None:
     sidecar = sidecars.start("echo", mlserver.http_url, "oip-http")
-    client = httpclient.InferenceServerClient(sidecar.info["http"], network_timeout=60)
     x = np.arange(64, dtype=np.float32).reshape(1, -1)
-    regions = Regions(client, "mlserver", x.nbytes)
-    try:
-        assert np.array_equal(regions.round_trip(httpclient, x), x)
+    with Regions(sidecar, "http", "mlserver", x.nbytes) as regions:
+        assert np.array_equal(regions.round_trip(x), x)
         wait_for(lambda: "does not map our shared memory" in sidecar.log.read_text(), 30, "probe")
-        assert np.array_equal(regions.round_trip(httpclient, x + 1), x + 1)
+        assert np.array_equal(regions.round_trip(x + 1), x + 1)
         assert lane_count(sidecar) == 0  # both read by the sidecar (the front door)
-    finally:
-        regions.close()
-        client.close()
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
